@@ -1,0 +1,3 @@
+from tune_mtl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Data set registry: `@register("name")` on a builder `(options: dict, seed: int) -> DataBundle`.
+
+Every module in this package is imported on first use, so adding a data set is adding one module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+from tune_mtl.data.base import DataBundle, Task, TensorSplit, make_loader
+from tune_mtl.errors import unknown_name
+from tune_mtl.options import Field, check_options
+
+Builder = Callable[[dict[str, Any], int], DataBundle]
+_BUILDERS: dict[str, Builder] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+_OPTIONS: dict[str, dict[str, Field]] = {}
+_discovered = False
+
+
+def register(name: str, options: dict[str, Field], description: str = "") -> Callable[[Builder], Builder]:
+    """`options` declares the data set's keys (type, default, valid range) so configs are checked up front."""
+
+    def wrap(fn: Builder) -> Builder:
+        _BUILDERS[name] = fn
+        _OPTIONS[name] = options
+        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
+        return fn
+
+    return wrap
+
+
+def _discover() -> None:
+    global _discovered
+    if not _discovered:
+        for module in pkgutil.iter_modules(__path__):
+            if module.name != "base" and not module.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{module.name}")
+        _discovered = True
+
+
+def names() -> list[str]:
+    _discover()
+    return sorted(_BUILDERS)
+
+
+def resolve(name: str) -> str:
+    _discover()
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in _BUILDERS:
+        raise unknown_name("data set", str(name), _BUILDERS)
+    return key
+
+
+def options(name: str) -> dict[str, Field]:
+    return _OPTIONS[resolve(name)]
+
+
+def build(name: str, options: dict[str, Any] | None = None, seed: int = 0) -> DataBundle:
+    """Build a data set; `options` are checked against its declared fields and defaults filled in."""
+    key = resolve(name)
+    return _BUILDERS[key](check_options(f"dataset.{key}", options, _OPTIONS[key]), seed)
+
+
+def catalogue() -> list[dict[str, str]]:
+    _discover()
+    return [
+        {
+            "name": n,
+            "description": _DESCRIPTIONS[n],
+            "options": {k: {"type": f.kind.__name__, "default": f.default, "help": f.help} for k, f in _OPTIONS[n].items()},
+        }
+        for n in sorted(_BUILDERS)
+    ]
+
+
+__all__ = ["DataBundle", "Task", "TensorSplit", "build", "catalogue", "make_loader", "names", "options", "register", "resolve"]

@@ -1,0 +1,85 @@
+"""What every data set provides: three splits, one `Task` per task (main task first), a default model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from tune_mtl.metrics import Metric, MetricDirection
+
+Batch = tuple[Tensor, tuple[Tensor, ...]]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # regression | classification | binary | segmentation | depth | normal | ...
+    out_dim: int  # channels / classes the head must produce
+    loss: Callable[[Tensor, Tensor], Tensor]  # (pred, target) -> per-sample loss [B]
+    make_metric: Callable[[], Metric]
+    primary: MetricDirection  # the metric a search optimises when this task is the objective
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    tasks: list[Task]
+    input_shape: tuple[int, ...]
+    default_model: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+
+class TensorSplit(Dataset):
+    """An in-memory split: inputs [N, ...] and one target tensor [N, ...] per task."""
+
+    def __init__(self, inputs: Tensor, targets: tuple[Tensor, ...]) -> None:
+        if any(t.shape[0] != inputs.shape[0] for t in targets):
+            raise ValueError("every task needs one target per input")
+        self.inputs, self.targets = inputs, tuple(targets)
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def __getitem__(self, index: Any) -> Batch:
+        return self.inputs[index], tuple(t[index] for t in self.targets)
+
+
+class TensorBatches:
+    """Batches of a `TensorSplit` by slicing (no per-item collate): the toy data set's hot loop."""
+
+    def __init__(self, split: TensorSplit, batch_size: int, shuffle: bool, generator: torch.Generator | None):
+        self.split, self.batch_size, self.shuffle, self.generator = split, batch_size, shuffle, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.split)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            yield self.split[order[start : start + self.batch_size]]
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(dataset, TensorSplit):
+        return TensorBatches(dataset, batch_size, shuffle, generator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers)
+
+
+def cycle(loader) -> Iterator[Batch]:
+    """Endless iteration over a loader (validation batches for auxiliary-task strategies)."""
+    while True:
+        yield from loader

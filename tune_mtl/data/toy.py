@@ -1,0 +1,132 @@
+"""The synthetic MTL benchmark of the SLGrad paper (after GradNorm's toy problem); needs no files.
+
+    x ~ N(0, I_d),  B ~ N(0, 1)^d shared by all tasks,  eps_t ~ N(0, 3.5^2)^d per task
+    regression:      y_t = | sigma_t * tanh((B + eps_t) . x) |
+    classification:  y_t = 1[(B + eps_t) . x > 0]
+
+1000 points (configurable) split 600/200/200. Label noise, applied to the *training* split only so that
+validation and test measure the clean task: a `fraction` of the labels of the main task (or of all tasks)
+is replaced by the constant -0.5 (`constant`) or by N(0, 0.2^2) draws (`gaussian`). For classification,
+`constant` sets the label to class 0 and `gaussian` draws a uniformly random class.
+Targets are [N] per task (never [N, 1]) so per-sample losses are [T, B] without broadcasting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tune_mtl.data import register
+from tune_mtl.data.base import DataBundle, Task, TensorSplit
+from tune_mtl.metrics import (
+    ClassificationMetric,
+    MetricDirection,
+    RegressionMetric,
+    per_sample_cross_entropy,
+    per_sample_mse,
+)
+from tune_mtl.errors import UserError
+from tune_mtl.options import Field
+
+NOISE_CONSTANT = -0.5
+NOISE_STD = 0.2
+TASK_NOISE_STD = 3.5
+
+OPTIONS = {
+    "num_tasks": Field(int, 2, low=1, help="number of tasks (task 0 is the main task)"),
+    "input_dim": Field(int, 250, low=1, help="input dimension d"),
+    "num_samples": Field(int, 1000, low=10, help="points before the 60/20/20 split"),
+    "sigmas": Field(list, None, help="output scale per task (default 1.0 each)"),
+    "noise": Field(float, 0.0, low=0.0, high=1.0, help="fraction of training labels replaced"),
+    "noise_kind": Field(str, "constant", choices=("constant", "gaussian")),
+    "noise_tasks": Field(str, "main", choices=("main", "all")),
+    "data_seed": Field(int, None, help="seed of the generator (default: the trial seed)"),
+}
+
+
+def generate(
+    num_tasks: int, input_dim: int, num_samples: int, sigmas: list[float], regression: bool, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean inputs [N, d] and targets [T, N]."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_samples, input_dim, generator=g)
+    shared = torch.randn(input_dim, generator=g)
+    eps = torch.randn(num_tasks, input_dim, generator=g) * TASK_NOISE_STD
+    logits = x @ (shared + eps).T  # [N, T]
+    if regression:
+        y = (torch.tensor(sigmas).unsqueeze(0) * torch.tanh(logits)).abs()
+    else:
+        y = (logits > 0).float()
+    return x, y.T.contiguous()
+
+
+def add_noise(
+    y: torch.Tensor, fraction: float, kind: str, tasks: str, regression: bool, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace `fraction` of the labels of the noisy tasks. Returns (noisy [T, N], mask [T, N] of replaced)."""
+    y = y.clone()
+    mask = torch.zeros_like(y, dtype=torch.bool)
+    n = y.shape[1]
+    count = round(fraction * n)
+    for t in range(y.shape[0] if tasks == "all" else 1):
+        idx = torch.randperm(n, generator=generator)[:count]
+        mask[t, idx] = True
+        if regression:
+            y[t, idx] = NOISE_CONSTANT if kind == "constant" else torch.randn(count, generator=generator) * NOISE_STD
+        else:
+            y[t, idx] = 0.0 if kind == "constant" else torch.randint(0, 2, (count,), generator=generator).float()
+    return y, mask
+
+
+def _build(options: dict[str, Any], seed: int, regression: bool) -> DataBundle:
+    name = "toy_regression" if regression else "toy_classification"
+    opts = options
+    T = opts["num_tasks"]
+    sigmas = opts["sigmas"] or [1.0] * T
+    if len(sigmas) != T or not all(isinstance(s, (int, float)) for s in sigmas):
+        raise UserError(f"'dataset.{name}.sigmas' must be a list of {T} numbers, got {sigmas!r}")
+    data_seed = seed if opts["data_seed"] is None else opts["data_seed"]
+    x, y = generate(T, opts["input_dim"], opts["num_samples"], [float(s) for s in sigmas], regression, data_seed)
+    n_train, n_val = int(0.6 * len(x)), int(0.2 * len(x))
+    y_train, noise_mask = add_noise(
+        y[:, :n_train], opts["noise"], opts["noise_kind"], opts["noise_tasks"], regression,
+        torch.Generator().manual_seed(data_seed + 1),
+    )
+
+    def split(inputs, targets):
+        return TensorSplit(inputs, tuple(targets[t] for t in range(T)))
+
+    if regression:
+        tasks = [
+            Task(f"task{t}", "regression", 1, per_sample_mse, RegressionMetric, MetricDirection("mse", False))
+            for t in range(T)
+        ]
+    else:
+        tasks = [
+            Task(f"task{t}", "classification", 2, per_sample_cross_entropy, ClassificationMetric,
+                 MetricDirection("accuracy", True))
+            for t in range(T)
+        ]
+    return DataBundle(
+        name=name,
+        train=split(x[:n_train], y_train),
+        val=split(x[n_train : n_train + n_val], y[:, n_train : n_train + n_val]),
+        test=split(x[n_train + n_val :], y[:, n_train + n_val :]),
+        tasks=tasks,
+        input_shape=(opts["input_dim"],),
+        default_model="mlp",
+        info={"options": opts, "noise_mask": noise_mask},
+    )
+
+
+@register("toy_regression", OPTIONS)
+def toy_regression(options: dict[str, Any], seed: int) -> DataBundle:
+    """Synthetic regression tasks |sigma_t tanh((B + eps_t) . x)| (SLGrad/GradNorm toy), label noise optional."""
+    return _build(options, seed, regression=True)
+
+
+@register("toy_classification", OPTIONS)
+def toy_classification(options: dict[str, Any], seed: int) -> DataBundle:
+    """Synthetic binary tasks 1[(B + eps_t) . x > 0] on the same generator, label noise optional."""
+    return _build(options, seed, regression=False)

@@ -1,0 +1,27 @@
+"""Fully connected HPS network (the toy benchmark's model): searchable depth and width of both parts."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tune_mtl.models.hps import HPSModel
+
+
+def mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if final_activation or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def build_mlp_hps(
+    input_dim: int, out_dims: list[int], shared_layers: int, shared_width: int, task_layers: int, task_width: int
+) -> HPSModel:
+    """`shared_layers` Linear+ReLU of `shared_width`; per task `task_layers` Linear+ReLU of `task_width`
+    and a linear output layer (`task_layers=0`: the output layer alone)."""
+    encoder = mlp([input_dim] + [shared_width] * shared_layers, final_activation=True)
+    rep_dim = shared_width if shared_layers > 0 else input_dim
+    heads = [mlp([rep_dim] + [task_width] * task_layers + [out], final_activation=False) for out in out_dims]
+    return HPSModel(encoder, heads)
