@@ -75,6 +75,13 @@ class Trainer:
             groups, lr=opt["lr"], betas=(opt["beta1"], opt["beta2"]), weight_decay=opt["weight_decay"]
         )
 
+    def _rebuild_optimizer_if_needed(self) -> None:
+        # A strategy that changed the parameter set (Recon's layer split) needs an optimizer over the new
+        # parameters; the moments of the replaced ones cannot carry over.
+        if self.strategy.parameters_changed:
+            self.optimizer = self._make_optimizer()
+            self.strategy.parameters_changed = False
+
     def _objective(self) -> tuple[int, str, str]:
         from tune_mtl.errors import UserError, unknown_name
 
@@ -127,6 +134,7 @@ class Trainer:
             val_batch=to_device(next(self.val_batches), self.device) if self.val_batches is not None else None,
         )
         logs = self.strategy.backward(ctx)
+        self._rebuild_optimizer_if_needed()
         self.optimizer.step()
         self.step += 1
         return task_losses, logs
@@ -200,9 +208,11 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Strategy first: it may restore a model change (Recon) that the saved model/optimizer state assumes.
+        self.strategy.load_state_dict(state["strategy"])
+        self._rebuild_optimizer_if_needed()
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.strategy.load_state_dict(state["strategy"])
         self.epoch, self.step = state["epoch"], state["step"]
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])

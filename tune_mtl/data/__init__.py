@@ -18,15 +18,27 @@ Builder = Callable[[dict[str, Any], int], DataBundle]
 _BUILDERS: dict[str, Builder] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _OPTIONS: dict[str, dict[str, Field]] = {}
+_PREPARE: dict[str, Callable[[str, bool], str]] = {}
 _discovered = False
 
 
-def register(name: str, options: dict[str, Field], description: str = "") -> Callable[[Builder], Builder]:
-    """`options` declares the data set's keys (type, default, valid range) so configs are checked up front."""
+def register(
+    name: str,
+    options: dict[str, Field],
+    description: str = "",
+    prepare: Callable[[str, bool], str] | None = None,
+) -> Callable[[Builder], Builder]:
+    """`options` declares the data set's keys (type, default, valid range) so configs are checked up front.
+
+    `prepare(root, download) -> message` fetches what can be fetched (torchvision, with `download`) or
+    explains which archive to get, then checks the layout under `root` (raising `UserError` if incomplete).
+    """
 
     def wrap(fn: Builder) -> Builder:
         _BUILDERS[name] = fn
         _OPTIONS[name] = options
+        if prepare is not None:
+            _PREPARE[name] = prepare
         _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
         return fn
 
@@ -65,6 +77,13 @@ def build(name: str, options: dict[str, Any] | None = None, seed: int = 0) -> Da
     return _BUILDERS[key](check_options(f"dataset.{key}", options, _OPTIONS[key]), seed)
 
 
+def prepare(name: str, root: str, download: bool) -> str:
+    key = resolve(name)
+    if key not in _PREPARE:
+        return f"data set '{key}' needs no preparation"
+    return _PREPARE[key](root, download)
+
+
 def catalogue() -> list[dict[str, str]]:
     _discover()
     return [
@@ -77,4 +96,4 @@ def catalogue() -> list[dict[str, str]]:
     ]
 
 
-__all__ = ["DataBundle", "Task", "TensorSplit", "build", "catalogue", "make_loader", "names", "options", "register", "resolve"]
+__all__ = ["DataBundle", "Task", "TensorSplit", "build", "catalogue", "make_loader", "names", "options", "prepare", "register", "resolve"]

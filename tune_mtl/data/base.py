@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +72,24 @@ class TensorBatches:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
             yield self.split[order[start : start + self.batch_size]]
+
+
+def require_files(dataset: str, root: str | os.PathLike | None, expected: list[str], what: str) -> Path:
+    """Check that `root` holds every relative path in `expected`; otherwise one clear `UserError` naming the
+    path, what was expected there and the `prepare` command."""
+    from tune_mtl.errors import UserError
+
+    hint = f"run `python launch.py prepare {dataset} --root DIR` and set dataset.root to DIR"
+    if not root:
+        raise UserError(f"data set '{dataset}' needs 'dataset.root' (a folder with {what}); {hint}")
+    base = Path(root).expanduser()
+    missing = [rel for rel in expected if not (base / rel).exists()]
+    if missing:
+        raise UserError(
+            f"data root '{base}' is missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} "
+            f"(expected {what}); {hint}"
+        )
+    return base
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0):

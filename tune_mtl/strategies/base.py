@@ -107,6 +107,9 @@ class Strategy:
     knobs: ClassVar[dict[str, Knob]] = {}
     needs_validation_batch: ClassVar[bool] = False
     needs_auxiliary_tasks: ClassVar[bool] = False  # task 0 main, at least one auxiliary task
+    # Set to True when the strategy changed the model's parameters (Recon's layer split): the trainer then
+    # rebuilds the optimizer before its next step and resets the flag.
+    parameters_changed: bool = False
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         if num_tasks < 1:
