@@ -17,10 +17,27 @@ from torch import Tensor
 
 from tune_mtl import data, models, strategies
 from tune_mtl.config import TrialConfig
-from tune_mtl.data.base import Batch, TensorSplit, cycle, make_loader
+from tune_mtl.data.base import Batch, Task, TensorSplit, cycle, make_loader
+from tune_mtl.errors import UserError, unknown_name
 from tune_mtl.strategies.base import StepContext
 
 log = logging.getLogger(__name__)
+
+
+def resolve_objective(tasks: list[Task], objective: dict[str, Any]) -> tuple[int, str, str]:
+    """(task index, metric name, 'min'|'max') of the metric a search optimises (default: task 0's primary)."""
+    names = [t.name for t in tasks]
+    task_name = objective.get("task")
+    if task_name is not None and task_name not in names:
+        raise unknown_name("objective task", task_name, names)
+    index = 0 if task_name is None else names.index(task_name)
+    task = tasks[index]
+    metric = objective.get("metric") or task.primary.name
+    metric_names = task.make_metric().names
+    if metric not in metric_names:
+        raise UserError(f"task '{task.name}' has no metric '{metric}'; accepted: {', '.join(metric_names)}")
+    higher = task.primary.higher_is_better if metric == task.primary.name else metric in HIGHER_IS_BETTER
+    return index, metric, "max" if higher else "min"
 
 
 class TrialDiverged(RuntimeError):
@@ -53,7 +70,9 @@ class Trainer:
         self.strategy = strategies.build(self.cfg.strategy, len(self.tasks), self.cfg.strategy_params)
         self.strategy.setup(self.model, self.device)
         self.optimizer = self._make_optimizer()
-        self.objective_task, self.objective_metric, self.objective_mode = self._objective()
+        self.objective_task, self.objective_metric, self.objective_mode = resolve_objective(
+            self.tasks, self.cfg.objective
+        )
         tr = self.cfg.training
         self.train_loader = make_loader(self.bundle.train, tr["batch_size"], True, self.cfg.seed, tr["num_workers"])
         self.val_batches: Iterator[Batch] | None = None
@@ -81,25 +100,6 @@ class Trainer:
         if self.strategy.parameters_changed:
             self.optimizer = self._make_optimizer()
             self.strategy.parameters_changed = False
-
-    def _objective(self) -> tuple[int, str, str]:
-        from tune_mtl.errors import UserError, unknown_name
-
-        names = [t.name for t in self.tasks]
-        task_name = self.cfg.objective["task"]
-        if task_name is None:
-            index = 0
-        elif task_name in names:
-            index = names.index(task_name)
-        else:
-            raise unknown_name("objective task", task_name, names)
-        task = self.tasks[index]
-        metric = self.cfg.objective["metric"] or task.primary.name
-        metric_names = task.make_metric().names
-        if metric not in metric_names:
-            raise UserError(f"task '{task.name}' has no metric '{metric}'; accepted: {', '.join(metric_names)}")
-        higher = task.primary.higher_is_better if metric == task.primary.name else metric in HIGHER_IS_BETTER
-        return index, metric, "max" if higher else "min"
 
     # -- one step --------------------------------------------------------------------------------
     def forward_losses(self, batch: Batch) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -132,6 +132,7 @@ class Trainer:
             batch=batch,
             compute_losses=self.compute_losses,
             val_batch=to_device(next(self.val_batches), self.device) if self.val_batches is not None else None,
+            extras={"task_kinds": [task.kind for task in self.tasks]},
         )
         logs = self.strategy.backward(ctx)
         self._rebuild_optimizer_if_needed()

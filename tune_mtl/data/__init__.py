@@ -19,6 +19,7 @@ _BUILDERS: dict[str, Builder] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _OPTIONS: dict[str, dict[str, Field]] = {}
 _PREPARE: dict[str, Callable[[str, bool], str]] = {}
+_DEFAULT_MODEL: dict[str, str] = {}
 _discovered = False
 
 
@@ -27,9 +28,11 @@ def register(
     options: dict[str, Field],
     description: str = "",
     prepare: Callable[[str, bool], str] | None = None,
+    default_model: str | None = None,
 ) -> Callable[[Builder], Builder]:
     """`options` declares the data set's keys (type, default, valid range) so configs are checked up front.
 
+    `default_model` names the model a search uses when the config names none (it must match the bundle's).
     `prepare(root, download) -> message` fetches what can be fetched (torchvision, with `download`) or
     explains which archive to get, then checks the layout under `root` (raising `UserError` if incomplete).
     """
@@ -39,6 +42,8 @@ def register(
         _OPTIONS[name] = options
         if prepare is not None:
             _PREPARE[name] = prepare
+        if default_model is not None:
+            _DEFAULT_MODEL[name] = default_model
         _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
         return fn
 
@@ -65,6 +70,15 @@ def resolve(name: str) -> str:
     if key not in _BUILDERS:
         raise unknown_name("data set", str(name), _BUILDERS)
     return key
+
+
+def default_model(name: str) -> str:
+    from tune_mtl.errors import UserError
+
+    key = resolve(name)
+    if key not in _DEFAULT_MODEL:
+        raise UserError(f"data set '{key}' has no default model; name one under 'model.name'")
+    return _DEFAULT_MODEL[key]
 
 
 def options(name: str) -> dict[str, Field]:
@@ -96,4 +110,4 @@ def catalogue() -> list[dict[str, str]]:
     ]
 
 
-__all__ = ["DataBundle", "Task", "TensorSplit", "build", "catalogue", "make_loader", "names", "options", "prepare", "register", "resolve"]
+__all__ = ["DataBundle", "Task", "TensorSplit", "build", "catalogue", "default_model", "make_loader", "names", "options", "prepare", "register", "resolve"]

@@ -120,13 +120,13 @@ def _build(options: dict[str, Any], seed: int, regression: bool) -> DataBundle:
     )
 
 
-@register("toy_regression", OPTIONS)
+@register("toy_regression", OPTIONS, default_model="mlp")
 def toy_regression(options: dict[str, Any], seed: int) -> DataBundle:
     """Synthetic regression tasks |sigma_t tanh((B + eps_t) . x)| (SLGrad/GradNorm toy), label noise optional."""
     return _build(options, seed, regression=True)
 
 
-@register("toy_classification", OPTIONS)
+@register("toy_classification", OPTIONS, default_model="mlp")
 def toy_classification(options: dict[str, Any], seed: int) -> DataBundle:
     """Synthetic binary tasks 1[(B + eps_t) . x > 0] on the same generator, label noise optional."""
     return _build(options, seed, regression=False)

@@ -75,3 +75,69 @@ def backward_heads(task_losses: Tensor, head_params: Sequence[nn.Parameter], wei
     grads = torch.autograd.grad(total, head_params, allow_unused=True)
     for p, g in zip(head_params, grads, strict=True):
         p.grad = torch.zeros_like(p) if g is None else g
+
+
+# -- per-sample directional derivatives (SLGrad) -------------------------------------------------------------
+
+
+class _LossesOf(nn.Module):
+    """Holds `model` as a submodule so that `torch.func.functional_call` can substitute its parameters and
+    buffers (by name, prefixed `model.`) while `compute_losses`, which calls `model` itself, runs."""
+
+    def __init__(self, model: nn.Module, compute_losses) -> None:
+        super().__init__()
+        self.model = model
+        self._compute_losses = compute_losses
+
+    def forward(self, batch):
+        return self._compute_losses(batch)
+
+
+def functional_losses(model: nn.Module, compute_losses, batch, overrides: dict[str, Tensor]) -> Tensor:
+    """`compute_losses(batch)` with the named parameters in `overrides` substituted and every buffer replaced
+    by a copy. The model keeps its mode: in train mode batch norm still normalises with the batch statistics,
+    but it updates the running statistics of the copies, which are dropped, so the trainer's own forward pass
+    stays the only one that moves them."""
+    state = {f"model.{name}": buf.clone() for name, buf in model.named_buffers()}
+    state.update({f"model.{name}": value for name, value in overrides.items()})
+    return torch.func.functional_call(_LossesOf(model, compute_losses), state, (batch,))
+
+
+def parameter_names(model: nn.Module, params: Sequence[nn.Parameter]) -> list[str]:
+    """The names under which `model` holds `params` (the keys `functional_losses` substitutes)."""
+    by_id = {id(p): name for name, p in model.named_parameters()}
+    missing = [i for i, p in enumerate(params) if id(p) not in by_id]
+    if missing:
+        raise ValueError(f"parameters {missing} are not parameters of the model")
+    return [by_id[id(p)] for p in params]
+
+
+def per_sample_directional_derivatives(
+    model: nn.Module,
+    compute_losses,
+    batch,
+    params: Sequence[nn.Parameter],
+    direction: Sequence[Tensor],
+    at: Sequence[Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """D[t, i] = < d l_t(x_i) / d params, direction > for every task t and sample i of `batch`.
+
+    All T*B inner products come from ONE forward-mode pass (`torch.func.jvp`) of the per-sample losses
+    [T, B] in the direction `direction` (one tensor per parameter), instead of T*B backward passes. The
+    derivative is taken at the current values of `params`, or at `at` (same shapes) for a look-ahead point;
+    every other parameter is held fixed. Buffers are copied (see `functional_losses`), so batch norm in train
+    mode uses this batch's statistics, exactly as in the forward pass whose per-sample gradients it matches.
+    Returns (D [T, B], the per-sample losses [T, B] of that pass, without graph).
+    """
+    names = parameter_names(model, params)
+    chosen = set(names)
+    fixed = {name: p.detach() for name, p in model.named_parameters() if name not in chosen}
+    primals = tuple(t.detach() for t in (params if at is None else at))
+    tangents = tuple(d.detach().to(p.dtype) for d, p in zip(direction, primals, strict=True))
+
+    def losses_of(*values: Tensor) -> Tensor:
+        return functional_losses(model, compute_losses, batch, {**fixed, **dict(zip(names, values))})
+
+    with torch.no_grad():  # forward mode only: no reverse graph is needed
+        losses, derivatives = torch.func.jvp(losses_of, primals, tangents)
+    return derivatives, losses

@@ -1,0 +1,161 @@
+"""Command line behind `launch.py`: `search` (the default), `strategies`, `datasets`, `prepare`.
+
+Every user error ends with exit code 2 and one sentence on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tune_mtl.errors import UserError
+
+SUBCOMMANDS = ("search", "strategies", "datasets", "prepare")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + message)
+        raise UserError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="launch.py",
+        description="Distributed hyperparameter search for multi-task learning (Ray Tune + Optuna + W&B). "
+        "Without a subcommand, runs `search` on search_spaces/toy.yaml.",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    search = sub.add_parser("search", help="run a hyperparameter search (default)")
+    search.add_argument("--config", help="search-space YAML (default: search_spaces/toy.yaml)")
+    search.add_argument("--strategies", help="comma-separated strategy names (overrides the YAML)")
+    search.add_argument("--num-samples", type=_positive_int, help="trials per strategy")
+    search.add_argument("--epochs", type=_positive_int, help="training epochs per trial")
+    search.add_argument("--seed", type=int, help="seed of the sampler and of every trial")
+    search.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
+    search.add_argument("--storage-path", default="runs", help="where run folders go (default: ./runs)")
+    search.add_argument("--name", help="run folder name (default: search-<timestamp>)")
+    search.add_argument("--cpus-per-trial", type=_non_negative_float, help="CPUs each trial reserves")
+    search.add_argument("--gpus-per-trial", type=_non_negative_float, help="GPUs each trial reserves (0.25 packs 4)")
+    search.add_argument("--max-concurrent-trials", type=int, help="cap on trials running at once")
+    search.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
+                        help="default: online if WANDB_API_KEY is set, else offline")
+    search.add_argument("--wandb-project", default="tune-mtl", help="W&B project name")
+    search.add_argument("--quiet", action="store_true", help="no per-trial progress tables")
+
+    for name, what in (("strategies", "task-weighting strategies"), ("datasets", "data sets")):
+        listing = sub.add_parser(name, help=f"list the {what}")
+        listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+    prepare = sub.add_parser("prepare", help="download (where possible) and check a data set's files")
+    prepare.add_argument("dataset")
+    prepare.add_argument("--root", required=True, help="folder the data set lives in")
+    prepare.add_argument("--download", action="store_true", help="download what torchvision can (needs internet)")
+    return parser
+
+
+def _print_strategies(as_json: bool) -> None:
+    from tune_mtl import strategies
+
+    rows = strategies.catalogue()
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        aliases = f" (aliases: {', '.join(row['aliases'])})" if row["aliases"] else ""
+        print(f"{row['name']}{aliases} [{row['family']}]: {row['summary']}")
+        for knob, spec in row["hyperparameters"].items():
+            print(f"    {knob} = {spec['default']!r} ({spec['type']}) {spec.get('help', '')}".rstrip())
+
+
+def _print_datasets(as_json: bool) -> None:
+    from tune_mtl import data
+
+    rows = data.catalogue()
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        print(f"{row['name']}: {row['description']}")
+        for key, spec in row["options"].items():
+            print(f"    {key} = {spec['default']!r} ({spec['type']}) {spec['help']}".rstrip())
+
+
+def _search(args: argparse.Namespace) -> int:
+    from tune_mtl.report import format_locations, format_table
+    from tune_mtl.search import RunOptions, run_search
+    from tune_mtl.search_spec import load_spec
+
+    overrides: dict[str, Any] = {
+        "strategies": args.strategies,
+        "num_samples": args.num_samples,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial,
+        "max_concurrent_trials": args.max_concurrent_trials,
+    }
+    spec = load_spec(args.config, overrides)
+    options = RunOptions(
+        storage_path=args.storage_path,
+        name=args.name,
+        address=args.address,
+        wandb_mode=args.wandb_mode,
+        wandb_project=args.wandb_project,
+        verbose=0 if args.quiet else 1,
+    )
+    summary = run_search(spec, options)
+    objective = summary["objective"]
+    print(f"\nBest configuration per strategy (objective: validation {objective['metric']} of task "
+          f"'{objective['task']}', {objective['mode']}imised; test value at the best validation epoch):")
+    print(format_table(summary))
+    print()
+    print(format_locations(summary))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["search", *argv]
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "strategies":
+            _print_strategies(args.json)
+        elif args.command == "datasets":
+            _print_datasets(args.json)
+        elif args.command == "prepare":
+            from tune_mtl import data
+
+            print(data.prepare(args.dataset, args.root, args.download))
+        else:
+            return _search(args)
+        return 0
+    except UserError as err:
+        print(f"launch.py: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("launch.py: interrupted", file=sys.stderr)
+        return 130

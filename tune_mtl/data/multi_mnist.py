@@ -1,0 +1,151 @@
+"""Multi-MNIST (Sener & Koltun 2018): two overlapping digits per image; task `left` (main) and task `right`.
+
+On disk: torchvision's MNIST layout under `dataset.root`:
+
+    <root>/MNIST/raw/train-images-idx3-ubyte   train-labels-idx1-ubyte   (60000 images, IDX format, big-endian)
+    <root>/MNIST/raw/t10k-images-idx3-ubyte    t10k-labels-idx1-ubyte    (10000 images)
+
+read by `torchvision.datasets.MNIST` (which checks that the four uncompressed files exist; `prepare` with
+`--download` fetches and unpacks them). Construction of one image: the left digit at [0:28, 0:28] and the
+right digit at [6:34, 6:34] of a 36x36 canvas, overlap = pixel-wise max, then an antialiased bilinear resize
+to 28x28 (a real image resize: the SLGrad seed's `np.resize` reshaped the buffer, shearing the image and
+dropping most of the right digit). Every digit image of a split is used once as the left digit; its right
+partner is another image of the same split drawn by a seeded permutation. Validation images come from MNIST's
+training set (disjoint from the training pool), test images from MNIST's test set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tune_mtl.data import register
+from tune_mtl.data.base import DataBundle, Task, TensorSplit, require_files
+from tune_mtl.errors import UserError
+from tune_mtl.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
+from tune_mtl.options import Field
+
+NAME = "multi_mnist"
+RAW_FILES = [
+    "MNIST/raw/train-images-idx3-ubyte",
+    "MNIST/raw/train-labels-idx1-ubyte",
+    "MNIST/raw/t10k-images-idx3-ubyte",
+    "MNIST/raw/t10k-labels-idx1-ubyte",
+]
+WHAT = "torchvision's MNIST files MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"
+CANVAS, DIGIT, OFFSET, SIZE = 36, 28, 6, 28
+MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics, as in Sener & Koltun's loader
+
+OPTIONS = {
+    "root": Field(str, "data/multi_mnist", help="folder holding MNIST/raw (see `launch.py prepare multi_mnist`)"),
+    "download": Field(bool, False, help="let torchvision download MNIST into root if it is missing"),
+    "train_size": Field(int, 50000, low=1, help="training images (from MNIST train)"),
+    "val_size": Field(int, 10000, low=1, help="validation images (from MNIST train, disjoint from training)"),
+    "test_size": Field(int, 10000, low=1, help="test images (from MNIST test)"),
+    "data_seed": Field(int, 0, low=0, help="seed of the split and of the digit pairing (fixed across trials)"),
+}
+
+
+def compose(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """uint8 digits [N, 28, 28] x 2 -> float images [N, 1, 28, 28] in [0, 1]: overlay on 36x36, resize."""
+    n = left.shape[0]
+    canvas = torch.zeros(n, CANVAS, CANVAS)
+    canvas[:, :DIGIT, :DIGIT] = left.float() / 255.0
+    canvas[:, OFFSET : OFFSET + DIGIT, OFFSET : OFFSET + DIGIT] = torch.maximum(
+        canvas[:, OFFSET : OFFSET + DIGIT, OFFSET : OFFSET + DIGIT], right.float() / 255.0
+    )
+    small = F.interpolate(canvas.unsqueeze(1), size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)
+    return small.clamp_(0.0, 1.0)
+
+
+def pair(pool: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (left, right): each digit of the pool once on the left, a random other one on the right."""
+    n = pool.shape[0]
+    partner = torch.randperm(n, generator=generator)
+    if n > 1:
+        same = partner == torch.arange(n)
+        partner[same] = (partner[same] + 1) % n
+    return pool, pool[partner]
+
+
+def load_mnist(root: str, train: bool, download: bool):
+    from torchvision.datasets import MNIST
+
+    try:
+        return MNIST(root, train=train, download=download)
+    except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as err:
+        raise UserError(
+            f"could not read MNIST under '{root}' ({err}); run `python launch.py prepare {NAME} --root DIR`"
+        ) from None
+
+
+def check_layout(root: str | None):
+    return require_files(NAME, root, RAW_FILES, WHAT)
+
+
+def prepare(root: str, download: bool) -> str:
+    """Download MNIST with torchvision (when asked), then check the four raw files."""
+    if download:
+        from torchvision.datasets import MNIST
+
+        try:
+            MNIST(root, train=True, download=True)
+        except Exception as err:  # noqa: BLE001 - network and archive errors vary
+            raise UserError(
+                f"could not download MNIST into '{root}' ({type(err).__name__}: {err}); without internet, put the "
+                f"four unpacked files {', '.join(f.split('/')[-1] for f in RAW_FILES)} into '{root}/MNIST/raw'"
+            ) from None
+    base = check_layout(root)
+    train, test = load_mnist(str(base), True, False), load_mnist(str(base), False, False)
+    return f"{NAME}: MNIST found under '{base}/MNIST/raw' ({len(train)} train, {len(test)} test digits)"
+
+
+@register(NAME, OPTIONS, prepare=prepare, default_model="multilenet")
+def multi_mnist(options: dict[str, Any], seed: int) -> DataBundle:
+    """Multi-MNIST: left digit (main) and right digit of two overlapping MNIST digits, 10-way each."""
+    if options["download"]:
+        prepare(options["root"], download=True)
+    base = check_layout(options["root"])
+    train_set = load_mnist(str(base), True, False)
+    test_set = load_mnist(str(base), False, False)
+    n_train, n_val, n_test = options["train_size"], options["val_size"], options["test_size"]
+    if n_train + n_val > len(train_set):
+        raise UserError(
+            f"'dataset.{NAME}.train_size' + 'val_size' = {n_train + n_val} exceeds the {len(train_set)} MNIST "
+            f"training digits under '{base}'"
+        )
+    if n_test > len(test_set):
+        raise UserError(
+            f"'dataset.{NAME}.test_size' = {n_test} exceeds the {len(test_set)} MNIST test digits under '{base}'"
+        )
+    g = torch.Generator().manual_seed(options["data_seed"])
+    order = torch.randperm(len(train_set), generator=g)
+    pairs = {
+        "train": pair(order[:n_train], g),
+        "val": pair(order[n_train : n_train + n_val], g),
+        "test": pair(torch.randperm(len(test_set), generator=g)[:n_test], g),
+    }
+
+    def tensor_split(name: str) -> TensorSplit:
+        source = test_set if name == "test" else train_set
+        left, right = pairs[name]
+        images = compose(source.data[left], source.data[right])
+        return TensorSplit((images - MEAN) / STD, (source.targets[left].long(), source.targets[right].long()))
+
+    accuracy = MetricDirection("accuracy", True)
+    tasks = [
+        Task(name, "classification", 10, per_sample_cross_entropy, ClassificationMetric, accuracy)
+        for name in ("left", "right")
+    ]
+    return DataBundle(
+        name=NAME,
+        train=tensor_split("train"),
+        val=tensor_split("val"),
+        test=tensor_split("test"),
+        tasks=tasks,
+        input_shape=(1, SIZE, SIZE),
+        default_model="multilenet",
+        info={"options": options, "mean": MEAN, "std": STD, "pairs": pairs},  # pairs: MNIST indices (left, right)
+    )

@@ -1,0 +1,114 @@
+"""LeNet-style HPS models for small images: `multilenet` (Sener & Koltun's Multi-MNIST network) and `lenet`.
+
+`multilenet` follows MultiObjectiveOptimization's MultiLeNetR/MultiLeNetO (Sener & Koltun, NeurIPS 2018):
+shared encoder conv 10@5x5 -> maxpool 2 -> relu -> conv 20@5x5 -> dropout2d -> maxpool 2 -> relu -> fc 50 -> relu;
+per task fc 50 -> 50 -> relu -> dropout -> fc 50 -> out. `width` multiplies every channel count and hidden size
+(1.0 is the published network). `lenet` is LeNet-5 (conv 6@5x5, conv 16@5x5, fc 120, fc 84) with linear
+heads, for colour inputs such as CIFAR-10. Both read channels and size from `bundle.input_shape` and head sizes
+from `bundle.tasks[t].out_dim`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from tune_mtl.errors import UserError
+from tune_mtl.models import register
+from tune_mtl.models.hps import HPSModel
+from tune_mtl.options import Field
+
+
+def scaled(base: int, width: float) -> int:
+    return max(1, round(base * width))
+
+
+def image_shape(bundle, model: str, min_side: int) -> tuple[int, int, int]:
+    shape = tuple(bundle.input_shape)
+    if len(shape) != 3:
+        raise UserError(f"model '{model}' needs image inputs (C, H, W); data set '{bundle.name}' has shape {shape}")
+    if min(shape[1:]) < min_side:
+        raise UserError(
+            f"model '{model}' needs images of at least {min_side}x{min_side}; data set '{bundle.name}' gives "
+            f"{shape[1]}x{shape[2]}"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def after_conv_pool(side: int, kernel: int = 5, pool: int = 2) -> int:
+    return (side - kernel + 1) // pool
+
+
+class ConvEncoder(nn.Module):
+    """Two conv/pool stages and fully connected layers; output [B, rep_dim] after a ReLU."""
+
+    def __init__(self, in_shape: tuple[int, int, int], channels: tuple[int, int], fc: list[int], dropout: float,
+                 drop_after_conv2: bool) -> None:
+        super().__init__()
+        c, h, w = in_shape
+        self.conv1 = nn.Conv2d(c, channels[0], kernel_size=5)
+        self.conv2 = nn.Conv2d(channels[0], channels[1], kernel_size=5)
+        self.conv2_drop = nn.Dropout2d(dropout) if drop_after_conv2 and dropout > 0 else nn.Identity()
+        self.pool = nn.MaxPool2d(2)
+        flat = channels[1] * after_conv_pool(after_conv_pool(h)) * after_conv_pool(after_conv_pool(w))
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip([flat] + fc[:-1], fc):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        self.fc = nn.Sequential(*layers)
+        self.out_dim = fc[-1] if fc else flat
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.conv1(x)).relu()
+        x = self.pool(self.conv2_drop(self.conv2(x))).relu()
+        return self.fc(x.flatten(1))
+
+
+def head(rep_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Module:
+    if hidden <= 0:
+        return nn.Linear(rep_dim, out_dim)
+    return nn.Sequential(nn.Linear(rep_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+
+
+MULTILENET_OPTIONS = {
+    "width": Field(float, 1.0, low=0.05, high=16.0, help="multiplier of every channel count and hidden size"),
+    "rep_dim": Field(int, 50, low=1, help="size of the shared representation (before the width multiplier)"),
+    "head_hidden": Field(int, 50, low=0, help="hidden units of each task head (0: a linear head)"),
+    "dropout": Field(float, 0.5, low=0.0, high=0.95, help="dropout2d after conv2 and dropout in each head"),
+}
+
+
+@register("multilenet", MULTILENET_OPTIONS)
+def multilenet(bundle, options: dict[str, Any]) -> HPSModel:
+    """Sener & Koltun's MultiLeNet (Multi-MNIST): shared conv encoder, one small MLP head per task."""
+    shape = image_shape(bundle, "multilenet", 12)
+    w = options["width"]
+    encoder = ConvEncoder(shape, (scaled(10, w), scaled(20, w)), [scaled(options["rep_dim"], w)], options["dropout"],
+                          drop_after_conv2=True)
+    hidden = scaled(options["head_hidden"], w) if options["head_hidden"] > 0 else 0
+    heads = [head(encoder.out_dim, hidden, task.out_dim, options["dropout"]) for task in bundle.tasks]
+    return HPSModel(encoder, heads)
+
+
+LENET_OPTIONS = {
+    "width": Field(float, 1.0, low=0.05, high=16.0, help="multiplier of every channel count and hidden size"),
+    "fc_layers": Field(int, 2, low=0, high=4, help="shared fully connected layers after the convolutions (LeNet-5: 2)"),
+    "fc_width": Field(int, 120, low=1, help="width of the shared fully connected layers (LeNet-5: 120, 84)"),
+    "head_hidden": Field(int, 0, low=0, help="hidden units of each task head (0: a linear head)"),
+    "dropout": Field(float, 0.0, low=0.0, high=0.95, help="dropout in the task heads"),
+}
+
+
+@register("lenet", LENET_OPTIONS)
+def lenet(bundle, options: dict[str, Any]) -> HPSModel:
+    """LeNet-5 encoder (conv 6, conv 16, fc 120, fc 84 at width 1) with a head per task."""
+    shape = image_shape(bundle, "lenet", 12)
+    w = options["width"]
+    n, base = options["fc_layers"], options["fc_width"]
+    # LeNet-5's 120 -> 84 taper when fc_width is left at 120; otherwise constant width.
+    sizes = [120, 84, 84, 84][:n] if base == 120 else [base] * n
+    encoder = ConvEncoder(shape, (scaled(6, w), scaled(16, w)), [scaled(s, w) for s in sizes], 0.0,
+                          drop_after_conv2=False)
+    hidden = scaled(options["head_hidden"], w) if options["head_hidden"] > 0 else 0
+    heads = [head(encoder.out_dim, hidden, task.out_dim, options["dropout"]) for task in bundle.tasks]
+    return HPSModel(encoder, heads)

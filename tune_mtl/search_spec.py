@@ -1,0 +1,251 @@
+"""The search specification: a YAML search space plus command-line overrides, validated up front.
+
+Every mistake (unknown key, wrong type, impossible range, unknown strategy or data set) becomes one
+`UserError` naming the key, before Ray starts. See CONTRIBUTING.md for the YAML schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tune_mtl import data, models, strategies
+from tune_mtl.config import OBJECTIVE_FIELDS, OPTIMIZER_FIELDS, TRAINING_FIELDS
+from tune_mtl.errors import UserError, closest
+from tune_mtl.options import Field, check_options, check_value
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SEARCH_SPACES = REPO_ROOT / "search_spaces"
+DEFAULT_CONFIG = SEARCH_SPACES / "toy.yaml"
+STRATEGY_KNOB_DIR = SEARCH_SPACES / "strategies"
+
+RANGE_KINDS = ("uniform", "loguniform", "int", "logint", "choice")
+
+SEARCH_FIELDS = {
+    "num_samples": Field(int, 8, low=1, help="trials per strategy"),
+    "scheduler": Field(str, "asha", choices=("asha", "fifo"), help="early stopping of bad trials"),
+    "grace_period": Field(int, 2, low=1, help="ASHA: epochs every trial gets before it can be stopped"),
+    "reduction_factor": Field(int, 2, low=2, help="ASHA: keep 1/reduction_factor at each rung"),
+    "seed": Field(int, 0, low=0, help="seed of the sampler and of every trial"),
+    "max_concurrent_trials": Field(int, 0, low=0, help="0: as many as the resources allow"),
+    "cpus_per_trial": Field(float, 1.0, low=0.01),
+    "gpus_per_trial": Field(float, 0.0, low=0.0, help="fractions pack several trials on one GPU"),
+}
+TOP_LEVEL = {"dataset", "model", "optimizer", "training", "objective", "strategies", "strategy_knobs", "search"}
+
+
+@dataclass(frozen=True)
+class Range:
+    """A searchable value: `{kind: [low, high]}` or `{choice: [...]}`."""
+
+    kind: str
+    values: tuple
+
+    def to_tune(self):
+        from ray import tune
+
+        lo, hi = (self.values + (None, None))[:2]
+        return {
+            "uniform": lambda: tune.uniform(lo, hi),
+            "loguniform": lambda: tune.loguniform(lo, hi),
+            "int": lambda: tune.randint(lo, hi + 1),  # inclusive in YAML, exclusive in Tune
+            "logint": lambda: tune.lograndint(lo, hi + 1),
+            "choice": lambda: tune.choice(list(self.values)),
+        }[self.kind]()
+
+    def to_yaml(self) -> dict[str, list]:
+        return {self.kind: list(self.values)}
+
+
+def parse_value(key: str, raw: Any, check) -> Any:
+    """A fixed value (checked) or a `Range` whose ends/choices are checked the same way."""
+    if not isinstance(raw, dict):
+        return check(raw)
+    if len(raw) != 1 or next(iter(raw)) not in RANGE_KINDS:
+        kinds = ", ".join(RANGE_KINDS)
+        raise UserError(f"'{key}' must be a value or one of {{{kinds}: [...]}}, got {raw!r}")
+    kind, values = next(iter(raw.items()))
+    if not isinstance(values, list) or not values:
+        raise UserError(f"'{key}.{kind}' must be a non-empty list, got {values!r}")
+    if kind == "choice":
+        return Range(kind, tuple(check(v) for v in values))
+    if len(values) != 2:
+        raise UserError(f"'{key}.{kind}' must be [low, high], got {values!r}")
+    lo, hi = (check(v) for v in values)
+    if kind in ("int", "logint") and not all(isinstance(v, int) for v in (lo, hi)):
+        raise UserError(f"'{key}.{kind}' bounds must be integers, got {values!r}")
+    if not lo < hi:
+        raise UserError(f"'{key}.{kind}' needs low < high, got {values!r}")
+    if kind.startswith("log") and lo <= 0:
+        raise UserError(f"'{key}.{kind}' needs low > 0 on a log scale, got {values!r}")
+    return Range(kind, (lo, hi))
+
+
+def parse_section(where: str, raw: Any, fields: dict[str, Field], name_key: bool = False) -> dict[str, Any]:
+    """Check every key of a section against its fields; values may be ranges."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"'{where}' must be a mapping, got {raw!r}")
+    allowed = dict(fields)
+    if name_key:
+        allowed["name"] = Field(str)
+    check_options(where, {k: None for k in raw}, allowed)  # unknown keys, with the closest valid one
+    out = {}
+    for key, value in raw.items():
+        if key == "name" and name_key:
+            out[key] = value
+            continue
+        out[key] = parse_value(f"{where}.{key}", value, lambda v, k=key: check_value(where, k, fields[k], v))
+    return out
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in SEARCH_SPACES.glob("*.yaml")))
+        raise UserError(f"config file '{path}' does not exist; the shipped search spaces are: {shipped}")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"config file '{path}' is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise UserError(f"config file '{path}' must hold a mapping at the top level, got {type(content).__name__}")
+    return content
+
+
+def default_knob_ranges(strategy: str) -> dict[str, Any]:
+    """The shipped search ranges of a strategy's own knobs (search_spaces/strategies/<name>.yaml)."""
+    for stem in (strategy, strategy.replace("-", "_")):
+        path = STRATEGY_KNOB_DIR / f"{stem}.yaml"
+        if path.is_file():
+            return load_yaml(path)
+    return {}
+
+
+def parse_knobs(strategy: str, raw: dict[str, Any]) -> dict[str, Any]:
+    knobs = strategies.get(strategy).knobs
+    where = f"strategy_knobs.{strategy}"
+    out = {}
+    for key, value in raw.items():
+        if key not in knobs:
+            hint = closest(str(key), knobs)
+            did = f" (did you mean '{hint}'?)" if hint else ""
+            valid = ", ".join(sorted(knobs)) or "none"
+            raise UserError(f"unknown key '{where}.{key}'{did}; strategy '{strategy}' has knobs: {valid}")
+        out[key] = parse_value(f"{where}.{key}", value, lambda v, k=key: knobs[k].check(strategy, k, v))
+    return out
+
+
+@dataclass
+class SearchSpec:
+    config_path: Path
+    dataset: dict[str, Any]
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    training: dict[str, Any]
+    objective: dict[str, Any]
+    strategies: list[str]
+    strategy_knobs: dict[str, dict[str, Any]]
+    search: dict[str, Any]
+    mode: str = "min"  # direction of the objective, from the data set's task
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        epochs = self.training.get("epochs", TRAINING_FIELDS["epochs"].default)
+        return max(epochs.values) if isinstance(epochs, Range) else epochs
+
+    def param_space(self, strategy: str) -> dict[str, Any]:
+        """The nested Ray Tune param space of one strategy's search."""
+
+        def tune_values(section: dict[str, Any]) -> dict[str, Any]:
+            return {k: v.to_tune() if isinstance(v, Range) else v for k, v in section.items()}
+
+        return {
+            "dataset": tune_values(self.dataset),
+            "model": tune_values(self.model),
+            "optimizer": tune_values(self.optimizer),
+            "training": tune_values(self.training),
+            "objective": dict(self.objective),
+            "strategy": {"name": strategy, **tune_values(self.strategy_knobs.get(strategy, {}))},
+            "seed": self.search["seed"],
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """A plain, YAML-able copy (saved next to the results)."""
+
+        def plain(section):
+            return {k: v.to_yaml() if isinstance(v, Range) else v for k, v in section.items()}
+
+        return {
+            "dataset": plain(self.dataset),
+            "model": plain(self.model),
+            "optimizer": plain(self.optimizer),
+            "training": plain(self.training),
+            "objective": self.objective,
+            "strategies": self.strategies,
+            "strategy_knobs": {s: plain(k) for s, k in self.strategy_knobs.items()},
+            "search": self.search,
+        }
+
+
+def load_spec(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> SearchSpec:
+    """Read and validate a search space; `overrides` (from the CLI) win over the file."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    raw = copy.deepcopy(load_yaml(path))
+    check_options("", {k: None for k in raw}, {k: Field(object) for k in TOP_LEVEL})
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    ds = raw.get("dataset") or {}
+    if isinstance(ds, str):
+        ds = {"name": ds}
+    if not isinstance(ds, dict):
+        raise UserError(f"'dataset' must be a data set name or a mapping, got {ds!r}")
+    ds_name = data.resolve(ds.get("name", "toy_regression"))
+    dataset = {"name": ds_name, **parse_section(f"dataset.{ds_name}", {k: v for k, v in ds.items() if k != "name"},
+                                                 data.options(ds_name))}
+
+    model_raw = raw.get("model") or {}
+    if isinstance(model_raw, str):
+        model_raw = {"name": model_raw}
+    model_name = model_raw.get("name") or data.default_model(ds_name)
+    model = {"name": models.resolve(model_name),
+             **parse_section(f"model.{model_name}", {k: v for k, v in model_raw.items() if k != "name"},
+                             models.options(model_name))}
+
+    optimizer = parse_section("optimizer", raw.get("optimizer"), OPTIMIZER_FIELDS, name_key=False)
+    training = parse_section("training", raw.get("training"), TRAINING_FIELDS)
+    if "epochs" in overrides:
+        training["epochs"] = check_value("", "--epochs", Field(int, low=1), overrides["epochs"])
+    objective = check_options("objective", raw.get("objective"), OBJECTIVE_FIELDS)
+
+    names = overrides.get("strategies") or raw.get("strategies") or ["uniform"]
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    if not isinstance(names, list) or not names:
+        raise UserError(f"'strategies' must be a non-empty list of strategy names, got {names!r}")
+    canonical = list(dict.fromkeys(strategies.resolve(str(n)) for n in names))
+
+    knob_raw = raw.get("strategy_knobs") or {}
+    if not isinstance(knob_raw, dict):
+        raise UserError(f"'strategy_knobs' must map strategy names to knob ranges, got {knob_raw!r}")
+    knob_overrides = {strategies.resolve(k): v or {} for k, v in knob_raw.items()}
+    knobs = {s: parse_knobs(s, {**default_knob_ranges(s), **knob_overrides.get(s, {})}) for s in canonical}
+
+    search_raw = dict(raw.get("search") or {})
+    for key in ("num_samples", "seed", "cpus_per_trial", "gpus_per_trial", "max_concurrent_trials", "scheduler"):
+        if key in overrides:
+            search_raw[key] = overrides[key]
+    search = check_options("search", search_raw, SEARCH_FIELDS)
+
+    return SearchSpec(path, dataset, model, optimizer, training, objective, canonical, knobs, search)

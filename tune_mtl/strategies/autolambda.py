@@ -1,0 +1,80 @@
+"""Auto-Lambda (Liu et al. 2022): task weights lambda meta-learned on the main task's validation loss.
+
+One-step look-ahead, first order: with the task Jacobian J (rows g_t = grad L_t(theta) over the shared and the
+main-task head parameters, one batched reverse pass), a VIRTUAL plain-SGD step
+
+    theta' = theta - virtual_lr * sum_t lambda_t g_t
+
+is taken (never written to the model), the main-task validation loss L_val is differentiated at theta', and the
+chain rule through theta' gives
+
+    dL_val(theta') / dlambda_t = -virtual_lr * < g_t, grad L_val(theta') >.
+
+That is exact for the one unrolled step (lambda enters theta' linearly, so no Hessian term arises); Auto-Lambda
+estimates the same inner products by finite differences and also folds the optimiser's momentum and weight
+decay into the virtual step, which this version leaves out. The approximation is the single-step horizon.
+lambda takes one step of its own Adam optimiser (`weight_lr`), is kept >= 0, and the updated lambda weights the
+model's gradient of this batch (shared: lambda @ J; head t: lambda_t grad L_t), as in Auto-Lambda's loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tune_mtl.strategies import jacobian as jac
+from tune_mtl.strategies.auxiliary import flat, main_validation_gradient, write_shared_and_heads
+from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
+
+
+class AutoLambda(Strategy):
+    name = "autolambda"
+    aliases = ("auto-lambda", "auto_lambda", "autol")
+    family = "auxiliary"
+    summary = "task weights meta-learned on the main task's validation loss (one virtual step); task 0 main"
+    needs_validation_batch = True
+    needs_auxiliary_tasks = True
+    knobs = {
+        "weight_lr": Knob(1e-4, float, low=1e-8, high=10.0, help="Adam step size of the task weights"),
+        "weight_init": Knob(0.1, float, low=0.0, high=100.0, help="initial weight of every task"),
+        "virtual_lr": Knob(1e-3, float, low=1e-8, high=10.0, help="step size of the virtual SGD step"),
+    }
+
+    def __init__(self, num_tasks: int, **params) -> None:
+        super().__init__(num_tasks, **params)
+        self._reset(torch.full((num_tasks,), self.weight_init))
+
+    def _reset(self, values: Tensor) -> None:
+        self.task_weights = values.detach().clone().requires_grad_(True)
+        self.weight_optimizer = torch.optim.Adam([self.task_weights], lr=self.weight_lr)
+
+    def backward(self, ctx: StepContext) -> dict[str, float]:
+        if (self.task_weights.device, self.task_weights.dtype) != (ctx.losses.device, ctx.losses.dtype):
+            self._reset(self.task_weights.to(ctx.losses))  # before the first step: no optimiser state is lost
+        task_losses = ctx.task_losses
+        params = [*ctx.shared_params, *ctx.task_params[0]]
+        J = jac.task_jacobian(task_losses, params, retain_graph=True)
+
+        step = self.task_weights.detach() @ J
+        sizes = [p.numel() for p in params]
+        virtual = [p.detach() - self.virtual_lr * s.view_as(p) for p, s in zip(params, step.split(sizes), strict=True)]
+        val_grad, val_loss = main_validation_gradient(ctx, params, at=virtual)
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        self.task_weights.grad = -self.virtual_lr * (J @ flat(val_grad))
+        self.weight_optimizer.step()
+        with torch.no_grad():
+            self.task_weights.clamp_(min=0.0)
+
+        weights = self.task_weights.detach().clone()
+        n_shared = sum(sizes[: len(ctx.shared_params)])
+        write_shared_and_heads(ctx, weights @ J[:, :n_shared], weights)
+        return {**weight_logs(weights), "val_loss": float(val_loss)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.task_weights.detach().clone(), "optimizer": self.weight_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._reset(state["weights"].to(self.task_weights.device))
+        self.weight_optimizer.load_state_dict(state["optimizer"])

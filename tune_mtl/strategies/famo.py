@@ -1,0 +1,90 @@
+"""FAMO (Liu et al., NeurIPS 2023): fast adaptive multitask optimisation from loss values only.
+
+Task logits xi (z = softmax(xi)) weigh the log losses: the model descends sum_t z_t log(l_t) / c with
+c = sum_t z_t / l_t (detached), i.e. task weight z_t / (c l_t) on l_t. After the model step the logits take
+one Adam step (lr `w_lr`, weight decay `gamma`) whose gradient is the softmax VJP of
+delta_t = log l_t(before step) - log l_t(after step) on the same batch: tasks whose loss fell least gain weight.
+
+When the update happens: the official code and LibMTL call `update(new_losses)` right after
+`optimizer.step()`. The trainer has no post-step hook, so the update runs at the START of the next backward:
+the previous batch is stored and its losses at the current (= post-step) parameters are recomputed there with
+`ctx.compute_losses(previous_batch)` under no_grad. Step k+1 therefore uses exactly the weights the official
+order would give it; only the update after the very last step of training never happens (it could not
+influence anything). The pending batch and its losses are part of `state_dict` so a resumed run is identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tune_mtl.strategies.base import Knob, LossWeighting, StepContext
+
+EPS = 1e-8
+
+
+class FAMO(LossWeighting):
+    name = "famo"
+    summary = "balanced loss decrease: softmax log-loss weights updated from the observed loss change"
+    knobs = {
+        "w_lr": Knob(0.025, float, low=0.0, high=10.0, help="Adam learning rate of the task logits"),
+        "gamma": Knob(1e-3, float, low=0.0, high=1.0, help="weight decay of the task logits"),
+    }
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
+        super().__init__(num_tasks, **params)
+        self.logits = torch.zeros(num_tasks, requires_grad=True)
+        self.w_opt = torch.optim.Adam([self.logits], lr=self.w_lr, weight_decay=self.gamma)
+        self.pending: tuple[Any, Tensor] | None = None  # (batch, its task losses before the step)
+
+    def setup(self, model, device: torch.device) -> None:
+        self._move(device)
+
+    def _move(self, device: torch.device) -> None:
+        with torch.no_grad():
+            moved = self.logits.detach().to(device).requires_grad_(True)
+        state = self.w_opt.state_dict()
+        self.logits = moved
+        self.w_opt = torch.optim.Adam([self.logits], lr=self.w_lr, weight_decay=self.gamma)
+        self.w_opt.load_state_dict(state)
+
+    def task_weights(self) -> Tensor:
+        return torch.softmax(self.logits.detach(), dim=0)
+
+    def update(self, before: Tensor, after: Tensor) -> None:
+        """One logit step from the task losses of one batch before and after a model step."""
+        delta = (before + EPS).log() - (after + EPS).log()
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(torch.softmax(self.logits, dim=0), self.logits, grad_outputs=delta.detach())
+        self.w_opt.zero_grad(set_to_none=False)
+        self.logits.grad = grad
+        self.w_opt.step()
+
+    def weights(self, ctx: StepContext) -> Tensor:
+        if self.pending is not None:
+            batch, before = self.pending
+            with torch.no_grad():
+                after = ctx.compute_losses(batch).mean(dim=1)
+            self.update(before.to(after), after)
+        task_losses = ctx.task_losses.detach()
+        self.pending = (ctx.batch, task_losses.clone())
+        z = self.task_weights().to(task_losses)
+        D = task_losses + EPS
+        c = (z / D).sum()
+        return z / (c * D)
+
+    def backward(self, ctx: StepContext) -> dict[str, float]:
+        super().backward(ctx)
+        return {f"weight/{t}": float(w) for t, w in enumerate(self.task_weights().tolist())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"logits": self.logits.detach().clone(), "w_opt": self.w_opt.state_dict(), "pending": self.pending}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.logits.device
+        self.logits = state["logits"].clone().to(device).requires_grad_(True)
+        self.w_opt = torch.optim.Adam([self.logits], lr=self.w_lr, weight_decay=self.gamma)
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.pending = state["pending"]

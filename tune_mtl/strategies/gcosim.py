@@ -1,0 +1,40 @@
+"""GCosim (Du et al. 2018, "Adapting auxiliary losses using gradient similarity").
+
+Shared update: g_main + sum_k [cos(g_main, g_k) >= 0] g_k, with g_t the real per-task gradients of this batch
+(one batched Jacobian; the seed accumulated them across tasks without zero_grad, so its "task gradients" were
+running sums). `weighted=true` is the paper's weighted variant: max(0, cos) g_k. The gate only concerns the
+shared parameters: each head still learns from its own task's loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tune_mtl.strategies import jacobian as jac
+from tune_mtl.strategies.auxiliary import write_shared_and_heads
+from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
+
+
+def cosine_gates(J: Tensor, weighted: bool = False) -> Tensor:
+    """[T, P] task gradients -> [T] coefficients: 1 for the main task, the gate of each auxiliary task."""
+    norms = J.norm(dim=1)
+    cos = (J @ J[0]) / (norms * norms[0]).clamp_min(torch.finfo(J.dtype).tiny)
+    gates = cos.clamp_min(0.0) if weighted else (cos >= 0).to(J.dtype)
+    gates[0] = 1.0
+    return gates
+
+
+class GCosim(Strategy):
+    name = "gcosim"
+    aliases = ("gradient-cosine-similarity", "cosine-similarity")
+    family = "auxiliary"
+    summary = "use an auxiliary gradient only when its cosine with the main-task gradient is >= 0; task 0 main"
+    needs_auxiliary_tasks = True
+    knobs = {"weighted": Knob(False, bool, help="scale each auxiliary gradient by max(0, cos) instead of 0/1")}
+
+    def backward(self, ctx: StepContext) -> dict[str, float]:
+        J = jac.task_jacobian(ctx.task_losses, ctx.shared_params, retain_graph=True)
+        gates = cosine_gates(J, self.weighted)
+        write_shared_and_heads(ctx, gates @ J, None)
+        return weight_logs(gates)

@@ -1,0 +1,28 @@
+"""GradDrop (Chen et al. 2020): gradient sign dropout.
+
+Per shared coordinate, the sign purity P = (1 + sum_t g_t / sum_t |g_t|) / 2 is the probability of keeping
+the positive task gradients there; with a uniform draw U, positive components survive where P > U and
+negative ones where P < U; `leak` lets a fraction of the dropped components through. Applied to the
+parameter Jacobian (torchjd's form; the paper and LibMTL apply it at the representation). Draws come from the
+trainer's seeded global torch generator.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tune_mtl.strategies.base import GradientAggregation, Knob
+
+
+class GradDrop(GradientAggregation):
+    name = "graddrop"
+    aliases = ("gsd", "grad-drop", "gradient-sign-dropout")
+    summary = "gradient sign dropout: keep one sign per coordinate, chosen by its sign purity"
+    knobs = {"leak": Knob(0.0, float, low=0.0, high=1.0, help="fraction of the dropped components kept")}
+
+    def aggregate(self, jacobian: Tensor) -> Tensor:
+        purity = 0.5 * (1 + jacobian.sum(dim=0) / (jacobian.abs().sum(dim=0) + 1e-12))
+        draw = torch.rand(purity.shape, dtype=purity.dtype).to(purity.device)
+        keep = ((purity > draw) & (jacobian > 0)) | ((purity < draw) & (jacobian < 0))
+        return (jacobian * (self.leak + (1 - self.leak) * keep.to(jacobian.dtype))).sum(dim=0)

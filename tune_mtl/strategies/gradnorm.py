@@ -1,0 +1,92 @@
+"""GradNorm (Chen et al. 2018): task weights w_t learned so that the weighted task gradients on the last shared
+layer have norms in proportion to each task's relative inverse training rate.
+
+    G_t = || grad_W (w_t L_t) || = w_t || grad_W L_t ||,       r_t = (L_t / L_t(0)) / mean_k (L_k / L_k(0))
+    L_grad = sum_t | G_t - [mean_k G_k] * r_t^alpha |          (the bracketed target is a constant)
+
+W is the weight of the last shared layer: the LAST tensor of `ctx.shared_params` with ndim >= 2 (a Linear
+weight or a conv kernel; its bias is left out, as in the paper). L_t(0) are the task losses of the first step.
+The model receives the gradient of sum_t w_t L_t with the current weights; then w takes one step of its own
+Adam optimiser (`weight_lr`) on L_grad and is renormalised to sum T (kept positive). The weights have their
+own optimiser rather than riding in the trainer's one so that the renormalisation follows every update
+immediately and the weight step size is a knob of its own, whatever the model's optimiser (the seed's weights
+never moved from 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tune_mtl.strategies import jacobian as jac
+from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
+
+MIN_WEIGHT = 1e-4  # weights are kept >= this before renormalising, so none can turn negative
+
+
+def last_shared_layer(shared_params: list[nn.Parameter]) -> nn.Parameter:
+    for p in reversed(shared_params):
+        if p.ndim >= 2:
+            return p
+    raise ValueError("GradNorm needs a shared layer with a weight matrix (a shared parameter with ndim >= 2)")
+
+
+def gradnorm_loss(weights: Tensor, grad_norms: Tensor, task_losses: Tensor, initial: Tensor, alpha: float) -> Tensor:
+    G = weights * grad_norms
+    ratio = task_losses / initial
+    target = (G.mean() * (ratio / ratio.mean()) ** alpha).detach()
+    return (G - target).abs().sum()
+
+
+class GradNorm(Strategy):
+    name = "gradnorm"
+    aliases = ("gnorm", "gn", "grad-norm")
+    family = "loss_weighting"
+    summary = "weights learned to balance last-shared-layer gradient norms by relative training rate"
+    knobs = {
+        "alpha": Knob(1.5, float, low=0.0, high=10.0, help="asymmetry: pull of slow tasks (paper 0.12-3)"),
+        "weight_lr": Knob(0.025, float, low=1e-8, high=10.0, help="Adam step size of the task weights"),
+    }
+
+    def __init__(self, num_tasks: int, **params) -> None:
+        super().__init__(num_tasks, **params)
+        self._reset(torch.ones(num_tasks))
+        self.initial_losses: Tensor | None = None
+
+    def _reset(self, values: Tensor) -> None:
+        self.task_weights = values.detach().clone().requires_grad_(True)
+        self.weight_optimizer = torch.optim.Adam([self.task_weights], lr=self.weight_lr)
+
+    def setup(self, model: nn.Module, device: torch.device) -> None:
+        self._reset(self.task_weights.to(device))
+
+    def backward(self, ctx: StepContext) -> dict[str, float]:
+        if (self.task_weights.device, self.task_weights.dtype) != (ctx.losses.device, ctx.losses.dtype):
+            self._reset(self.task_weights.to(ctx.losses))  # before the first step: no optimiser state is lost
+        task_losses = ctx.task_losses
+        if self.initial_losses is None:
+            self.initial_losses = task_losses.detach().clamp_min(torch.finfo(task_losses.dtype).tiny)
+        layer = last_shared_layer(ctx.shared_params)
+        grad_norms = jac.task_jacobian(task_losses, [layer], retain_graph=True).norm(dim=1)
+        used = self.task_weights.detach().clone()
+        (used * task_losses).sum().backward()
+
+        loss = gradnorm_loss(self.task_weights, grad_norms, task_losses.detach(), self.initial_losses, self.alpha)
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        self.task_weights.grad = torch.autograd.grad(loss, self.task_weights)[0]
+        self.weight_optimizer.step()
+        with torch.no_grad():
+            self.task_weights.clamp_(min=MIN_WEIGHT)
+            self.task_weights.mul_(self.num_tasks / self.task_weights.sum())
+        return {**weight_logs(used), "gradnorm_loss": float(loss.detach())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.task_weights.detach().clone(), "initial_losses": self.initial_losses,
+                "optimizer": self.weight_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._reset(state["weights"].to(self.task_weights.device))
+        self.weight_optimizer.load_state_dict(state["optimizer"])
+        self.initial_losses = state.get("initial_losses")

@@ -1,0 +1,100 @@
+"""IMTL (Liu et al. 2021), impartial multi-task learning.
+
+* IMTL-G (`mode: gradient`): the shared update d = sum_t a_t g_t with sum_t a_t = 1 whose projections onto
+  every unit task gradient u_t are equal. With D = [g_1 - g_t]_t and U = [u_1 - u_t]_t (t >= 2),
+  a_{2:} = g_1 U' (D U')^{-1}; all of it is T x T algebra on the Gramian.
+* IMTL-L (`mode: loss`): learnable log-scales s_t, loss sum_t (e^{s_t} L_t - s_t); the s_t are exposed through
+  `parameters()` so the trainer's optimizer steps them.
+* IMTL-H (`mode: hybrid`, the paper's full method and LibMTL's): IMTL-G on the gradients of the scaled
+  losses e^{s_t} L_t, plus the IMTL-L update of s.
+Task heads always get the gradient of their own (scaled) loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tune_mtl.strategies import jacobian as jac
+from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, weight_logs
+
+
+def imtl_g_weights(gramian: Tensor) -> Tensor:
+    """a[T] (sum 1) with <a @ J, g_t / |g_t|> equal for every t."""
+    G = gramian.double()
+    T = G.shape[0]
+    if T == 1:
+        return torch.ones(1, dtype=gramian.dtype, device=gramian.device)
+    inv_norm = 1.0 / G.diagonal().clamp_min(1e-300).sqrt()
+    # Rows t >= 2 of A map g to g_1 - g_t, so D = A J and U = A diag(inv_norm) J.
+    A = torch.cat([torch.ones(T - 1, 1, dtype=G.dtype), -torch.eye(T - 1, dtype=G.dtype)], dim=1).to(G.device)
+    GU = G * inv_norm[None, :]  # G diag(inv_norm) = J U-rows' building block
+    DUt = A @ GU @ A.T
+    g1Ut = GU[0] @ A.T
+    rest = torch.linalg.lstsq(DUt.T, g1Ut.unsqueeze(1)).solution.squeeze(1)
+    return torch.cat([(1 - rest.sum()).unsqueeze(0), rest]).to(gramian.dtype)
+
+
+class IMTL(GradientAggregation):
+    name = "imtl"
+    aliases = ("imtl-h", "imtl-hybrid")
+    summary = "impartial MTL: equal projections on unit task gradients (G), learnable loss scales (L), or both"
+    knobs = {
+        "mode": Knob("hybrid", str, choices=("gradient", "loss", "hybrid"),
+                     help="IMTL-G, IMTL-L or both (IMTL-H)"),
+    }
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
+        super().__init__(num_tasks, **params)
+        self.log_scales = nn.Parameter(torch.zeros(num_tasks)) if self.mode != "gradient" else None
+
+    def setup(self, model: nn.Module, device: torch.device) -> None:
+        if self.log_scales is not None:
+            self.log_scales.data = self.log_scales.data.to(device)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [] if self.log_scales is None else [self.log_scales]
+
+    def backward(self, ctx: StepContext) -> dict[str, float]:
+        task_losses = ctx.task_losses
+        logs: dict[str, float] = {}
+        if self.log_scales is not None:
+            s = self.log_scales
+            # The scale parameters see only their own objective sum_t (e^{s_t} L_t - s_t); the network sees
+            # the scaled losses with s held fixed.
+            s.grad = (s.exp() * task_losses.detach() - 1).detach()
+            task_losses = s.detach().exp() * task_losses
+            logs.update(weight_logs(s.detach().exp(), "scale"))
+        if self.mode == "loss":
+            task_losses.sum().backward()
+            return logs
+        J = jac.task_jacobian(task_losses, ctx.shared_params, retain_graph=True)
+        weights = imtl_g_weights(J @ J.T)
+        jac.write_grads(ctx.shared_params, weights @ J)
+        jac.backward_heads(task_losses, ctx.all_task_params)
+        logs.update(weight_logs(weights))
+        return logs
+
+
+class IMTLGradient(IMTL):
+    name = "imtl-g"
+    aliases = ("imtlg",)
+    summary = "IMTL-G: shared update with equal projections onto every unit task gradient"
+    knobs = {}
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
+        self.mode = "gradient"
+        super().__init__(num_tasks, **params)
+
+
+class IMTLLoss(IMTL):
+    name = "imtl-l"
+    aliases = ("imtll",)
+    summary = "IMTL-L: learnable loss scales, loss e^s L - s per task"
+    knobs = {}
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
+        self.mode = "loss"
+        super().__init__(num_tasks, **params)

@@ -1,0 +1,72 @@
+"""Stochastic MoCo (Fernando et al. 2023, "Mitigating gradient bias in multi-objective learning").
+
+Stochastic task gradients bias MGDA-type weights; MoCo tracks each task gradient with an EMA y_t and moves
+the weights lambda by one projected gradient step on lambda'(YY' + rho I)lambda per training step:
+
+    h_t = L_t g_t / |g_t|            (LibMTL's normalisation of the raw gradients)
+    y_t <- y_t - beta_k (y_t - h_t),                  beta_k  = beta / k^beta_sigma
+    lambda <- Proj_simplex(lambda - gamma_k (YY' + rho I) lambda),   gamma_k = gamma / k^gamma_sigma
+    shared update: Y' lambda
+
+The paper's simplex projection is used (LibMTL's code takes a softmax instead). y, lambda and k are state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tune_mtl.strategies import jacobian as jac
+from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, weight_logs
+from tune_mtl.strategies.min_norm import project_simplex, to_numpy
+
+
+class MoCo(GradientAggregation):
+    name = "moco"
+    summary = "stochastic MoCo: MGDA-style weights on tracked (EMA) task gradients"
+    knobs = {
+        "beta": Knob(0.5, float, low=0.0, high=1.0, help="step of the gradient tracking EMA"),
+        "beta_sigma": Knob(0.5, float, low=0.0, high=1.0, help="decay exponent of beta_k"),
+        "gamma": Knob(0.1, float, low=0.0, high=100.0, help="step of the weight update"),
+        "gamma_sigma": Knob(0.5, float, low=0.0, high=1.0, help="decay exponent of gamma_k"),
+        "rho": Knob(0.0, float, low=0.0, high=100.0, help="ridge on YY' in the weight update"),
+    }
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
+        super().__init__(num_tasks, **params)
+        self.tracked: Tensor | None = None  # y [T, P], created at the first step
+        self.lam = np.full(num_tasks, 1.0 / num_tasks)
+        self.k = 0
+
+    def aggregate(self, jacobian: Tensor) -> Tensor:
+        """jacobian: the loss-normalised task gradients h [T, P]."""
+        self.k += 1
+        if self.tracked is None:
+            self.tracked = torch.zeros_like(jacobian)
+        beta_k = self.beta / self.k**self.beta_sigma
+        gamma_k = self.gamma / self.k**self.gamma_sigma
+        self.tracked = self.tracked.to(jacobian) - beta_k * (self.tracked.to(jacobian) - jacobian)
+        Y = self.tracked
+        M = to_numpy(Y @ Y.T) + self.rho * np.eye(self.num_tasks)
+        self.lam = project_simplex(self.lam - gamma_k * M @ self.lam)
+        return torch.as_tensor(self.lam, dtype=Y.dtype, device=Y.device) @ Y
+
+    def backward(self, ctx: StepContext) -> dict[str, float]:
+        task_losses = ctx.task_losses
+        J = jac.task_jacobian(task_losses, ctx.shared_params, retain_graph=True)
+        scale = task_losses.detach().to(J.dtype) / (J.norm(dim=1) + 1e-8)
+        jac.write_grads(ctx.shared_params, self.aggregate(J * scale[:, None]))
+        jac.backward_heads(task_losses, ctx.all_task_params)
+        return weight_logs(torch.as_tensor(self.lam))
+
+    def state_dict(self) -> dict[str, Any]:
+        tracked = None if self.tracked is None else self.tracked.detach().clone()
+        return {"tracked": tracked, "lambda": self.lam.copy(), "k": self.k}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tracked = state["tracked"]
+        self.lam = np.array(state["lambda"], dtype=np.float64)
+        self.k = int(state["k"])

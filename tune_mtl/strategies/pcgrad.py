@@ -1,0 +1,38 @@
+"""PCGrad (Yu et al. 2020): each task gradient is projected off every task gradient it conflicts with
+(negative inner product), visiting the others in a fresh random order per task; the results are summed.
+
+Done on the Gramian: the projected g_i' = C[i] @ J, so <g_i', g_j> = (C G)[i, j] and every projection is a
+T x T update of C; the update is 1' C J. Projections are against the *original* g_j (as in the paper), never
+against g_i itself. The order comes from the trainer's seeded global torch generator.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tune_mtl.strategies.base import GramianWeighting
+
+
+def pcgrad_coefficients(gramian: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """C[T, T] with projected gradients C @ J."""
+    G = gramian.detach().double().cpu()
+    T = G.shape[0]
+    C = torch.eye(T, dtype=torch.float64)
+    for i in range(T):
+        for j in torch.randperm(T, generator=generator).tolist():
+            if j == i or G[j, j] <= 0:
+                continue
+            dot = C[i] @ G[:, j]
+            if dot < 0:
+                C[i, j] -= dot / G[j, j]
+    return C.to(gramian.dtype).to(gramian.device)
+
+
+class PCGrad(GramianWeighting):
+    name = "pcgrad"
+    aliases = ("pc-grad",)
+    summary = "projecting conflicting gradients: drop the conflicting component against each other task"
+
+    def weights_from_gramian(self, gramian: Tensor) -> Tensor:
+        return pcgrad_coefficients(gramian).sum(dim=0)

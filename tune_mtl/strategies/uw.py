@@ -1,0 +1,57 @@
+"""Uncertainty weighting (Kendall, Gal & Cipolla 2018): one learnable log-variance s_t = log sigma_t^2 per task.
+
+    regression task:      1/(2 sigma^2) L + log sigma  =  exp(-s)/2 * L + s/2
+    classification task:  1/sigma^2     L + log sigma  =  exp(-s)   * L + s/2
+
+`form=auto` takes each task's kind from `ctx.extras['task_kinds']` (classification, binary, segmentation,
+multilabel -> the classification form; anything else -> the regression form). Without that list, every task
+uses the regression form, which is LibMTL's UW (L / (2 exp(s)) + s / 2, s initialised to -0.5).
+The s_t are `parameters()`: the trainer's optimizer steps them (no weight decay).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from tune_mtl.strategies.base import Knob, LossWeighting, StepContext, weight_logs
+
+CLASSIFICATION_KINDS = {"classification", "binary", "segmentation", "multilabel"}
+
+
+class UncertaintyWeighting(LossWeighting):
+    name = "uw"
+    aliases = ("uncertainty", "uncertainty-weighting")
+    summary = "learned homoscedastic uncertainty per task: exp(-s) L (/2 for regression) + s/2"
+    knobs = {
+        "form": Knob("auto", str, choices=("auto", "regression", "classification"),
+                     help="likelihood form of every task; auto: per task from ctx.extras['task_kinds']"),
+        "init": Knob(-0.5, float, low=-10.0, high=10.0, help="initial log-variance s_t (LibMTL: -0.5)"),
+    }
+
+    def __init__(self, num_tasks: int, **params) -> None:
+        super().__init__(num_tasks, **params)
+        self.log_vars = nn.Parameter(torch.full((num_tasks,), self.init))
+
+    def setup(self, model: nn.Module, device: torch.device) -> None:
+        self.log_vars = nn.Parameter(self.log_vars.detach().to(device))
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [self.log_vars]
+
+    def scales(self, ctx: StepContext) -> Tensor:
+        """c_t: 1/2 for the regression form, 1 for the classification form."""
+        if self.form != "auto":
+            kinds = [self.form] * ctx.num_tasks
+        else:
+            kinds = ctx.extras.get("task_kinds") or ["regression"] * ctx.num_tasks
+        return torch.tensor([1.0 if k in CLASSIFICATION_KINDS else 0.5 for k in kinds],
+                            device=ctx.losses.device, dtype=ctx.losses.dtype)
+
+    def weights(self, ctx: StepContext) -> Tensor:
+        return self.scales(ctx) * torch.exp(-self.log_vars.to(ctx.losses.dtype))
+
+    def backward(self, ctx: StepContext) -> dict[str, float]:
+        weights = self.weights(ctx)
+        (weights * ctx.task_losses + self.log_vars.to(ctx.losses.dtype) / 2).sum().backward()
+        return weight_logs(weights)

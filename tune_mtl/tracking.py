@@ -1,0 +1,33 @@
+"""Weights & Biases through Ray Tune's logger callback, usable offline without an account.
+
+Ray's `WandbLoggerCallback` insists on an API key even for `mode="offline"`; offline runs need none, so
+the key check is skipped there. The key is only ever read from the environment by wandb itself: it is
+never passed as an argument, printed, or written into configs or results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray.air.integrations.wandb import WandbLoggerCallback
+
+
+class WandbCallback(WandbLoggerCallback):
+    def __init__(self, project: str, group: str, mode: str, folder: Path) -> None:
+        # wandb writes its runs to <dir>/wandb/{offline-,}run-*: here <run dir>/wandb/.
+        (folder / "wandb").mkdir(parents=True, exist_ok=True)
+        super().__init__(project=project, group=group, mode=mode, dir=str(folder))
+        self.mode = mode
+
+    def setup(self, *args, **kwargs):
+        if self.mode == "online":
+            return super().setup(*args, **kwargs)
+        # Offline: no key needed; keep the rest of Ray's set-up (project/group resolution) as it is.
+        self.api_key_file = None
+        self.api_key = None
+
+
+def wandb_callbacks(mode: str, project: str, folder: Path) -> list:
+    if mode == "disabled":
+        return []
+    return [WandbCallback(project=project, group=folder.name, mode=mode, folder=folder)]
