@@ -22,6 +22,9 @@ class Field:
     high: float | None = None
     choices: tuple | None = None
     help: str = ""
+    # A file-system path: the search makes it absolute against the launch directory, because Ray runs
+    # every trial in its own working directory.
+    path: bool = False
 
 
 def check_value(where: str, key: str, spec: Field, value: Any) -> Any:

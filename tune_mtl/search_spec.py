@@ -86,8 +86,12 @@ def parse_value(key: str, raw: Any, check) -> Any:
     return Range(kind, (lo, hi))
 
 
+def absolute_path(value: Any) -> Any:
+    return str(Path(value).expanduser().resolve()) if isinstance(value, str) else value
+
+
 def parse_section(where: str, raw: Any, fields: dict[str, Field], name_key: bool = False) -> dict[str, Any]:
-    """Check every key of a section against its fields; values may be ranges."""
+    """Check every key of a section against its fields; values may be ranges; paths become absolute."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -102,6 +106,11 @@ def parse_section(where: str, raw: Any, fields: dict[str, Field], name_key: bool
             out[key] = value
             continue
         out[key] = parse_value(f"{where}.{key}", value, lambda v, k=key: check_value(where, k, fields[k], v))
+    for key, spec in fields.items():
+        if spec.path and spec.default is not None and key not in out:
+            out[key] = spec.default  # a relative default must be pinned to the launch directory too
+        if spec.path and key in out:
+            out[key] = absolute_path(out[key])
     return out
 
 

@@ -63,7 +63,7 @@ PARTITIONS = {"train": 0, "val": 1, "test": 2}
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 OPTIONS = {
-    "root": Field(str, "data/celeba", help="folder holding celeba/ (see `launch.py prepare celeba`)"),
+    "root": Field(str, "data/celeba", help="folder holding celeba/ (see `launch.py prepare celeba`)", path=True),
     "download": Field(bool, False, help="let torchvision download CelebA (Google Drive, needs gdown) into root"),
     "attributes": Field(object, "all", help="'all' or a list of attribute names (comma-separated string too)"),
     "main": Field(str, None, help="main attribute (or 'identity'), moved to task 0; default: the first attribute"),

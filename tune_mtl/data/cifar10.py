@@ -42,7 +42,7 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
 OPTIONS = {
-    "root": Field(str, "data/cifar10", help="folder holding cifar-10-batches-py (see `launch.py prepare cifar10`)"),
+    "root": Field(str, "data/cifar10", help="folder holding cifar-10-batches-py (see `launch.py prepare cifar10`)", path=True),
     "download": Field(bool, False, help="let torchvision download CIFAR-10 into root if it is missing"),
     "train_size": Field(int, 45000, low=1, help="training images (from the training batches)"),
     "val_size": Field(int, 5000, low=1, help="validation images (from the training batches, disjoint)"),

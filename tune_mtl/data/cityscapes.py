@@ -51,7 +51,9 @@ CATEGORY_OF_TRAIN_ID = (0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 5, 6, 6, 6, 6, 6, 6)
 
 OPTIONS = {
     **COMMON_OPTIONS,
-    "root": Field(str, None, help="folder with train/ and val/ in MTAN's preprocessed Cityscapes .npy layout"),
+    "root": Field(
+        str, None, help="folder with train/ and val/ in MTAN's preprocessed Cityscapes .npy layout", path=True
+    ),
     "mode": Field(str, "fine", choices=("fine", "coarse"), help="fine: K-class labels; coarse: 7 categories"),
     "classes": Field(int, None, choices=(7, 19), help="segmentation classes (fine: 19 or 7; coarse: 7)"),
 }
@@ -75,7 +77,7 @@ def label_source(dataset_root: Path | None, mode: str, classes: int) -> tuple[st
 
 def _what(label_folder: str) -> str:
     return (
-        f"MTAN's preprocessed Cityscapes: train/ and val/, each with image/ {label_folder}/ depth/ folders of N.npy files"
+        f"MTAN's preprocessed Cityscapes: train/ and val/ with image/ {label_folder}/ depth/ folders of N.npy files"
     )
 
 

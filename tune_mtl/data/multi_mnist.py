@@ -39,7 +39,7 @@ CANVAS, DIGIT, OFFSET, SIZE = 36, 28, 6, 28
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics, as in Sener & Koltun's loader
 
 OPTIONS = {
-    "root": Field(str, "data/multi_mnist", help="folder holding MNIST/raw (see `launch.py prepare multi_mnist`)"),
+    "root": Field(str, "data/multi_mnist", help="folder holding MNIST/raw (see `launch.py prepare multi_mnist`)", path=True),
     "download": Field(bool, False, help="let torchvision download MNIST into root if it is missing"),
     "train_size": Field(int, 50000, low=1, help="training images (from MNIST train)"),
     "val_size": Field(int, 10000, low=1, help="validation images (from MNIST train, disjoint from training)"),

@@ -47,7 +47,7 @@ from tune_mtl.options import Field
 MTAN_SCALES = (1.0, 1.2, 1.5)
 
 COMMON_OPTIONS = {
-    "root": Field(str, None, help="folder with train/ and val/ in the preprocessed MTAN .npy layout"),
+    "root": Field(str, None, help="folder with train/ and val/ in the preprocessed MTAN .npy layout", path=True),
     "augment": Field(bool, True, help="random scale-crop + horizontal flip on the training split (MTAN)"),
     "scales": Field(list, None, help="scale factors of the random crop (default MTAN's [1.0, 1.2, 1.5])"),
     "image_size": Field(list, None, help="[H, W] to resize every sample to (default: as stored)"),

@@ -46,7 +46,7 @@ OPTIONS = dict(COMMON_OPTIONS)
 def prepare(root: str, download: bool) -> str:
     """NYUv2 cannot be fetched by a library call: explain the archive, then check what is under `root`."""
     how = (
-        f"download MTAN's preprocessed nyuv2.zip from {ARCHIVE_URL} (about 3 GB, linked from github.com/lorenmt/mtan)"
+        f"download MTAN's preprocessed nyuv2.zip from {ARCHIVE_URL} (linked from github.com/lorenmt/mtan)"
         f" and unzip it so that '{root}/train/image/0.npy' exists"
     )
     try:

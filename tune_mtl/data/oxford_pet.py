@@ -49,7 +49,7 @@ WHAT = (
 )
 
 OPTIONS = {
-    "root": Field(str, None, help="folder holding oxford-iiit-pet/ (torchvision's OxfordIIITPet root)"),
+    "root": Field(str, None, help="folder holding oxford-iiit-pet/ (torchvision's OxfordIIITPet root)", path=True),
     "image_size": Field(int, 128, low=8, high=1024, help="images and trimaps are resized to this square size"),
     "augment": Field(bool, True, help="random horizontal flip of training images"),
     "val_fraction": Field(float, 0.1, low=0.01, high=0.9, help="fraction of trainval held out for validation"),

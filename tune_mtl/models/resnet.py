@@ -118,7 +118,7 @@ RESNET_OPTIONS = {
     "stem": Field(str, "auto", choices=("auto", "cifar", "imagenet"),
                   help="cifar: 3x3 stride 1, no max-pool; imagenet: 7x7 stride 2 + max-pool; auto: cifar up to 32x32"),
     "head_hidden": Field(int, 0, low=0, help="hidden units of each task head (0: a linear head)"),
-    "pretrained_path": Field(str, None, help="local state dict for the encoder (never downloaded)"),
+    "pretrained_path": Field(str, None, help="local state dict for the encoder (never downloaded)", path=True),
 }
 
 

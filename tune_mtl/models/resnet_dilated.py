@@ -36,7 +36,7 @@ OPTIONS = {
     "layers": Field(int, 50, choices=tuple(ARCHITECTURES), help="ResNet depth"),
     "width": Field(int, 64, low=1, high=512, help="channels of the stem and layer1 (doubled per layer)"),
     "aspp_channels": Field(int, 256, low=1, high=2048, help="channels of each task's ASPP head"),
-    "pretrained_path": Field(str, None, help="local torchvision ResNet state dict to start from (width 64)"),
+    "pretrained_path": Field(str, None, help="local torchvision ResNet state dict to start from (width 64)", path=True),
 }
 
 

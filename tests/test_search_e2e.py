@@ -1,0 +1,72 @@
+"""End-to-end searches through launch.py: real Ray Tune, Optuna (SQLite) and offline W&B; small and few."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from tune_mtl.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.ray
+
+
+def test_launch_search_two_strategies(tmp_path):
+    cmd = [sys.executable, "launch.py", "search", "--strategies", "uniform,RLW", "--num-samples", "2",
+           "--epochs", "2", "--storage-path", str(tmp_path), "--name", "e2e", "--quiet", "--wandb-mode", "offline"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled", "WANDB_SILENT": "true"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    run = tmp_path / "e2e"
+    table = [line for line in out.splitlines() if line.startswith("| uniform") or line.startswith("| random")]
+    assert len(table) == 2, out
+    assert "Optuna study: sqlite:///" in out and str(run / "wandb") in out
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["objective"] == {"key": "val/objective", "task": "task0", "metric": "mse", "mode": "min"}
+    for strategy in ("uniform", "random"):
+        s = summary["strategies"][strategy]
+        assert s["trials"] == 2 and not s["failed"]
+        assert s["best"]["val"] > 0 and s["best"]["test"] > 0
+        assert s["best"]["config"]["strategy"]["name"] == strategy
+        trial_dirs = [p for p in (run / strategy).iterdir() if p.is_dir()]
+        assert len(trial_dirs) == 2
+        for trial in trial_dirs:
+            results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+            assert 1 <= len(results) <= 2 and "val/task1/mse" in results[-1]
+            assert list(trial.glob("events.out.tfevents*")), "TensorBoard files from Tune"
+        study = optuna.load_study(study_name=strategy, storage=summary["optuna_storage"])
+        assert len(study.trials) == 2
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        assert {"optimizer/lr", "model/shared_width"} <= set(study.trials[0].params)
+    offline_runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 4
+    assert yaml.safe_load((run / "search_space.yaml").read_text())["strategies"] == ["uniform", "random"]
+
+
+def test_diverging_trial_fails_and_search_finishes(tmp_path, ray_session, capsys):
+    config = tmp_path / "diverge.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": {"name": "toy_regression", "input_dim": 10},
+        "optimizer": {"name": "sgd", "lr": {"choice": [1.0e-3, 10.0]}},  # SGD at lr 10 blows up within steps
+        "training": {"epochs": 2, "batch_size": 64},
+        "strategies": ["uniform"],
+        "search": {"num_samples": 4, "scheduler": "fifo", "seed": 1},
+    }))
+    rc = main(["search", "--config", str(config), "--storage-path", str(tmp_path), "--name", "div", "--quiet",
+               "--wandb-mode", "disabled"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    summary = json.loads((tmp_path / "div" / "summary.json").read_text())["strategies"]["uniform"]
+    lrs = [t.params["optimizer/lr"] for t in optuna.load_study(
+        study_name="uniform", storage=f"sqlite:///{tmp_path / 'div' / 'optuna.db'}").trials]
+    assert summary["trials"] == 4
+    assert len(summary["failed"]) == lrs.count(10.0) >= 1
+    assert all("non-finite" in f["reason"] for f in summary["failed"])
+    assert summary["best"] is not None and summary["best"]["config"]["optimizer"]["lr"] == 1.0e-3
+    assert "Failed trials:" in out and "non-finite" in out
