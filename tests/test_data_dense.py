@@ -341,5 +341,5 @@ def test_one_training_epoch_of_the_default_model(dataset, model, extra, nyu_root
         assert "test/normal/mean_angle" in metrics and "test/normal/within_11.25" in metrics
     if dataset == "oxford_pet":
         assert "test/breed/accuracy" in metrics
-    assert metrics["val/objective"] == metrics["val/segmentation/miou"] and trainer.objective_mode == "max"
+    assert metrics["val/objective"] == metrics["val/segmentation/miou"] and trainer.objective.mode == "max"
     assert all(math.isfinite(v) for v in metrics.values())

@@ -62,6 +62,32 @@ def test_divergence_raises_with_reason():
 
 def test_classification_objective_is_maximised():
     trainer = Trainer({"dataset": {"name": "toy_classification", "input_dim": 10}})
-    assert (trainer.objective_metric, trainer.objective_mode) == ("accuracy", "max")
+    assert (trainer.objective.metric, trainer.objective.mode) == ("accuracy", "max")
     metrics = trainer.run_epoch()
     assert 0.0 <= metrics["val/objective"] <= 1.0
+
+
+def test_delta_m_objective_against_baselines():
+    baselines = {"task0/mse": 0.05, "task1/mae": 0.2}
+    trainer = Trainer({**CONFIG, "objective": {"metric": "delta_m", "baselines": baselines}})
+    assert trainer.objective.mode == "min"
+    metrics = trainer.run_epoch()
+    by_hand = 100 / 2 * ((metrics["val/task0/mse"] - 0.05) / 0.05 + (metrics["val/task1/mae"] - 0.2) / 0.2)
+    assert metrics["val/delta_m"] == pytest.approx(by_hand)
+    assert metrics["val/objective"] == metrics["val/delta_m"] and "test/delta_m" in metrics
+
+
+@pytest.mark.parametrize(
+    "objective,needle",
+    [
+        ({"metric": "delta_m"}, "needs 'objective.baselines'"),
+        ({"baselines": {"task0/accuracy": 0.5}}, "unknown baseline metric"),
+        ({"task": "task7"}, "unknown objective task"),
+        ({"metric": "f1"}, "has no metric 'f1'"),
+    ],
+)
+def test_bad_objective_is_a_clear_error(objective, needle):
+    from tune_mtl.errors import UserError
+
+    with pytest.raises(UserError, match=needle):
+        Trainer({**CONFIG, "objective": objective})

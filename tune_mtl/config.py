@@ -33,7 +33,8 @@ TRAINING_FIELDS = {
 }
 OBJECTIVE_FIELDS = {
     "task": Field(str, None, help="task name the search optimises (default: the main task, task 0)"),
-    "metric": Field(str, None, help="metric of that task (default: the task's primary metric)"),
+    "metric": Field(str, None, help="metric of that task (default: its primary metric), or 'delta_m'"),
+    "baselines": Field(dict, None, help="single-task results {'task/metric': value} for Delta_m%"),
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from tune_mtl.errors import UserError, closest
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list", dict: "a mapping"}
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,8 @@ def check_options(where: str, given: dict[str, Any] | None, fields: dict[str, Fi
         if key not in fields:
             hint = closest(str(key), fields)
             did = f" (did you mean '{hint}'?)" if hint else ""
-            raise UserError(
-                f"unknown key '{where}.{key}'{did}; valid keys: {', '.join(sorted(fields))}"
-            )
+            name = f"{where}.{key}" if where else str(key)
+            raise UserError(f"unknown key '{name}'{did}; valid keys: {', '.join(sorted(fields))}")
     return {
         key: check_value(where, key, spec, given[key]) if key in given and given[key] is not None else spec.default
         for key, spec in fields.items()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from tune_mtl import data, models, strategies
 from tune_mtl.config import TrialConfig
+from tune_mtl.delta_m import delta_m
 from tune_mtl.data.base import Batch, Task, TensorSplit, cycle, make_loader
 from tune_mtl.errors import UserError, unknown_name
 from tune_mtl.strategies.base import StepContext
@@ -24,8 +26,43 @@ from tune_mtl.strategies.base import StepContext
 log = logging.getLogger(__name__)
 
 
-def resolve_objective(tasks: list[Task], objective: dict[str, Any]) -> tuple[int, str, str]:
-    """(task index, metric name, 'min'|'max') of the metric a search optimises (default: task 0's primary)."""
+@dataclass(frozen=True)
+class Objective:
+    """What a search optimises: one task's metric, or Delta_m% over the metrics that have baselines."""
+
+    task: int | None  # None for delta_m
+    metric: str
+    mode: str  # min | max
+    baselines: dict[str, float]  # "task/metric" -> single-task value
+    higher_is_better: dict[str, bool]
+
+    def value(self, metrics: dict[str, float], split: str, tasks: list[Task]) -> float:
+        if self.task is None:
+            return metrics[f"{split}/delta_m"]
+        return metrics[f"{split}/{tasks[self.task].name}/{self.metric}"]
+
+
+def metric_is_higher_better(task: Task, metric: str) -> bool:
+    return task.primary.higher_is_better if metric == task.primary.name else metric in HIGHER_IS_BETTER
+
+
+def resolve_objective(tasks: list[Task], objective: dict[str, Any]) -> Objective:
+    """The metric a search optimises (default: task 0's primary metric), checked against the tasks."""
+    by_name = {t.name: t for t in tasks}
+    baselines = dict(objective.get("baselines") or {})
+    directions = {}
+    for key, value in baselines.items():
+        task_name, _, metric = str(key).partition("/")
+        if task_name not in by_name or metric not in by_name[task_name].make_metric().names:
+            accepted = [f"{t.name}/{m}" for t in tasks for m in t.make_metric().names]
+            raise unknown_name("baseline metric (task/metric)", str(key), accepted)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value == 0:
+            raise UserError(f"baseline 'objective.baselines.{key}' must be a non-zero number, got {value!r}")
+        directions[key] = metric_is_higher_better(by_name[task_name], metric)
+    if objective.get("metric") == "delta_m":
+        if not baselines:
+            raise UserError("objective metric 'delta_m' needs 'objective.baselines' ({'task/metric': value, ...})")
+        return Objective(None, "delta_m", "min", baselines, directions)
     names = [t.name for t in tasks]
     task_name = objective.get("task")
     if task_name is not None and task_name not in names:
@@ -35,9 +72,9 @@ def resolve_objective(tasks: list[Task], objective: dict[str, Any]) -> tuple[int
     metric = objective.get("metric") or task.primary.name
     metric_names = task.make_metric().names
     if metric not in metric_names:
-        raise UserError(f"task '{task.name}' has no metric '{metric}'; accepted: {', '.join(metric_names)}")
-    higher = task.primary.higher_is_better if metric == task.primary.name else metric in HIGHER_IS_BETTER
-    return index, metric, "max" if higher else "min"
+        raise UserError(f"task '{task.name}' has no metric '{metric}'; accepted: {', '.join(metric_names)}, delta_m")
+    mode = "max" if metric_is_higher_better(task, metric) else "min"
+    return Objective(index, metric, mode, baselines, directions)
 
 
 class TrialDiverged(RuntimeError):
@@ -70,9 +107,7 @@ class Trainer:
         self.strategy = strategies.build(self.cfg.strategy, len(self.tasks), self.cfg.strategy_params)
         self.strategy.setup(self.model, self.device)
         self.optimizer = self._make_optimizer()
-        self.objective_task, self.objective_metric, self.objective_mode = resolve_objective(
-            self.tasks, self.cfg.objective
-        )
+        self.objective = resolve_objective(self.tasks, self.cfg.objective)
         tr = self.cfg.training
         self.train_loader = make_loader(self.bundle.train, tr["batch_size"], True, self.cfg.seed, tr["num_workers"])
         self.val_batches: Iterator[Batch] | None = None
@@ -178,8 +213,10 @@ class Trainer:
         for task, meter, loss in zip(self.tasks, meters, (loss_sum / max(n, 1)).tolist(), strict=True):
             out[f"{split}/{task.name}/loss"] = loss
             out.update({f"{split}/{task.name}/{k}": v for k, v in meter.compute().items()})
-        objective = self.tasks[self.objective_task].name
-        out[f"{split}/objective"] = out[f"{split}/{objective}/{self.objective_metric}"]
+        if self.objective.baselines:
+            values = {key: out[f"{split}/{key}"] for key in self.objective.baselines}
+            out[f"{split}/delta_m"] = delta_m(values, self.objective.baselines, self.objective.higher_is_better)
+        out[f"{split}/objective"] = self.objective.value(out, split, self.tasks)
         return out
 
     def run_epoch(self) -> dict[str, float]:
