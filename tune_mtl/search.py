@@ -116,8 +116,9 @@ def resolve_search_objective(spec: SearchSpec) -> dict[str, str]:
 
     options = {k: v for k, v in spec.dataset.items() if k != "name" and not isinstance(v, Range)}
     bundle = data.build(spec.dataset["name"], options, spec.search["seed"])
-    index, metric, mode = resolve_objective(bundle.tasks, spec.objective)
-    return {"task": bundle.tasks[index].name, "metric": metric, "mode": mode}
+    objective = resolve_objective(bundle.tasks, spec.objective)
+    task = "all (Delta_m%)" if objective.task is None else bundle.tasks[objective.task].name
+    return {"task": task, "metric": objective.metric, "mode": objective.mode}
 
 
 def run_search(spec: SearchSpec, options: RunOptions) -> dict[str, Any]:
