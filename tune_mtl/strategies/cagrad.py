@@ -49,7 +49,7 @@ def cagrad_dual(gramian: Tensor | np.ndarray, alpha: float, max_iter: int = 100)
         sol = solve(kkt, np.append(-grad[idx], 0.0))
         p = np.zeros(T)
         p[idx] = sol[:n]
-        if np.max(np.abs(p)) < 1e-13:
+        if np.max(np.abs(p)) < 1e-11:  # Newton step below the precision of the weights
             # Stationary on this face: re-open the coordinate whose multiplier grad_j + mu is most negative.
             multipliers = np.where(active, np.inf, grad + sol[n])
             j = int(np.argmin(multipliers))
@@ -63,6 +63,8 @@ def cagrad_dual(gramian: Tensor | np.ndarray, alpha: float, max_iter: int = 100)
         f0, slope = objective(w), float(grad @ p)
         while t > 1e-16 and objective(w + t * p) > f0 + 1e-4 * t * slope + 1e-15 * abs(f0):
             t *= 0.5
+        if t <= 1e-16:  # no decrease left to find in floating point: as converged as it gets
+            break
         step_to = w + t * p
         if t == t_max:  # reached a face of the simplex: the blocking coordinate leaves exactly
             step_to[np.flatnonzero(shrinking)[np.argmin(-w[shrinking] / p[shrinking])]] = 0.0

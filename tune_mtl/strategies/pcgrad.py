@@ -8,17 +8,20 @@ against g_i itself. The order comes from the trainer's seeded global torch gener
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from tune_mtl.strategies.base import GramianWeighting
+from tune_mtl.strategies.min_norm import like, to_numpy
 
 
 def pcgrad_coefficients(gramian: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """C[T, T] with projected gradients C @ J."""
-    G = gramian.detach().double().cpu()
-    T = G.shape[0]
-    C = torch.eye(T, dtype=torch.float64)
+    """C[T, T] with projected gradients C @ J (float64 numpy inside: T^2 scalar steps, torch's per-op
+    overhead would dominate)."""
+    G = to_numpy(gramian)
+    T = len(G)
+    C = np.eye(T)
     for i in range(T):
         for j in torch.randperm(T, generator=generator).tolist():
             if j == i or G[j, j] <= 0:
@@ -26,7 +29,7 @@ def pcgrad_coefficients(gramian: Tensor, generator: torch.Generator | None = Non
             dot = C[i] @ G[:, j]
             if dot < 0:
                 C[i, j] -= dot / G[j, j]
-    return C.to(gramian.dtype).to(gramian.device)
+    return like(C, gramian)
 
 
 class PCGrad(GramianWeighting):
