@@ -186,13 +186,21 @@ class GradientAggregation(Strategy):
         """[T, P] -> [P]; subclasses keep this a function of J (and of their own state)."""
         raise NotImplementedError
 
-    def backward(self, ctx: StepContext) -> dict[str, float]:
+    def shared_update(self, jacobian: Tensor, task_losses: Tensor) -> Tensor:
+        """The shared gradient; override where the method also looks at the loss values (MGDA's `loss`
+        normalisation, MoCo's loss scaling)."""
+        return self.aggregate(jacobian)
+
+    def step_on_losses(self, ctx: StepContext, task_losses: Tensor) -> None:
+        """Shared `.grad` from the batched Jacobian of `task_losses`; each head gets its own task's gradient."""
         from tune_mtl.strategies import jacobian as jac
 
-        task_losses = ctx.task_losses
         J = jac.task_jacobian(task_losses, ctx.shared_params, retain_graph=True)
-        jac.write_grads(ctx.shared_params, self.aggregate(J))
+        jac.write_grads(ctx.shared_params, self.shared_update(J, task_losses))
         jac.backward_heads(task_losses, ctx.all_task_params)
+
+    def backward(self, ctx: StepContext) -> dict[str, float]:
+        self.step_on_losses(ctx, ctx.task_losses)
         return self.logs()
 
     def logs(self) -> dict[str, float]:

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, weight_logs
+from tune_mtl.strategies.base import GramianWeighting, Knob, StepContext, weight_logs
 
 
 def imtl_g_weights(gramian: Tensor) -> Tensor:
@@ -37,7 +36,7 @@ def imtl_g_weights(gramian: Tensor) -> Tensor:
     return torch.cat([(1 - rest.sum()).unsqueeze(0), rest]).to(gramian.dtype)
 
 
-class IMTL(GradientAggregation):
+class IMTL(GramianWeighting):
     name = "imtl"
     aliases = ("imtl-h", "imtl-hybrid")
     summary = "impartial MTL: equal projections on unit task gradients (G), learnable loss scales (L), or both"
@@ -53,6 +52,9 @@ class IMTL(GradientAggregation):
     def setup(self, model: nn.Module, device: torch.device) -> None:
         if self.log_scales is not None:
             self.log_scales.data = self.log_scales.data.to(device)
+
+    def weights_from_gramian(self, gramian: Tensor) -> Tensor:
+        return imtl_g_weights(gramian)
 
     def parameters(self) -> list[nn.Parameter]:
         return [] if self.log_scales is None else [self.log_scales]
@@ -70,11 +72,8 @@ class IMTL(GradientAggregation):
         if self.mode == "loss":
             task_losses.sum().backward()
             return logs
-        J = jac.task_jacobian(task_losses, ctx.shared_params, retain_graph=True)
-        weights = imtl_g_weights(J @ J.T)
-        jac.write_grads(ctx.shared_params, weights @ J)
-        jac.backward_heads(task_losses, ctx.all_task_params)
-        logs.update(weight_logs(weights))
+        self.step_on_losses(ctx, task_losses)
+        logs.update(self.logs())
         return logs
 
 

@@ -46,12 +46,8 @@ class MGDA(GramianWeighting):
         self.last_weights = self.weights_from_gramian(scaled @ scaled.T)
         return self.last_weights / norm
 
-    def backward(self, ctx: StepContext) -> dict[str, float]:
-        task_losses = ctx.task_losses
-        J = jac.task_jacobian(task_losses, ctx.shared_params, retain_graph=True)
-        jac.write_grads(ctx.shared_params, self.combination(J, task_losses) @ J)
-        jac.backward_heads(task_losses, ctx.all_task_params)
-        return self.logs()
+    def shared_update(self, jacobian: Tensor, task_losses: Tensor) -> Tensor:
+        return self.combination(jacobian, task_losses) @ jacobian
 
 
 class MGDAUpperBound(MGDA):

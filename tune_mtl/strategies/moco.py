@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, weight_logs
+from tune_mtl.strategies.base import GradientAggregation, Knob, weight_logs
 from tune_mtl.strategies.min_norm import project_simplex, to_numpy
 
 
@@ -54,12 +53,11 @@ class MoCo(GradientAggregation):
         self.lam = project_simplex(self.lam - gamma_k * M @ self.lam)
         return torch.as_tensor(self.lam, dtype=Y.dtype, device=Y.device) @ Y
 
-    def backward(self, ctx: StepContext) -> dict[str, float]:
-        task_losses = ctx.task_losses
-        J = jac.task_jacobian(task_losses, ctx.shared_params, retain_graph=True)
-        scale = task_losses.detach().to(J.dtype) / (J.norm(dim=1) + 1e-8)
-        jac.write_grads(ctx.shared_params, self.aggregate(J * scale[:, None]))
-        jac.backward_heads(task_losses, ctx.all_task_params)
+    def shared_update(self, jacobian: Tensor, task_losses: Tensor) -> Tensor:
+        scale = task_losses.detach().to(jacobian.dtype) / (jacobian.norm(dim=1) + 1e-8)
+        return self.aggregate(jacobian * scale[:, None])
+
+    def logs(self) -> dict[str, float]:
         return weight_logs(torch.as_tensor(self.lam))
 
     def state_dict(self) -> dict[str, Any]:
