@@ -17,6 +17,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -85,37 +86,40 @@ def loop_step(model, optimizer, batch, val_batch) -> torch.Tensor:
     return weights
 
 
-def median_ms(fn, reps: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+def timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def measure(B: int, T: int, device: torch.device, reps: int, loop_reps: int) -> dict:
     torch.manual_seed(0)
     batch, val_batch = make_batch(B, T, device), make_batch(VAL_BATCH, T, device)
-    results = {"B": B, "T": T}
+    steps = {}
     for name in ("uniform", "slgrad"):
         model = make_model(T, device)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
         strategy = build(name, T)
-        results[f"{name}_ms"] = median_ms(lambda: strategy_step(model, optimizer, strategy, batch, val_batch),
-                                          reps, device)
+        steps[name] = (lambda m, o, s: lambda: strategy_step(m, o, s, batch, val_batch))(model, optimizer, strategy)
     model = make_model(T, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    results["loop_ms"] = median_ms(lambda: loop_step(model, optimizer, batch, val_batch), loop_reps, device)
+    steps["loop"] = lambda: loop_step(model, optimizer, batch, val_batch)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
+        step()  # warm-up
+    for rep in range(reps):  # interleaved, so that load from other processes hits every variant alike
+        for name, step in steps.items():
+            if name != "loop" or rep < loop_reps:
+                times[name].append(timed(step, device))
+    results = {"B": B, "T": T, **{f"{name}_ms": 1e3 * statistics.median(t) for name, t in times.items()}}
 
     check = make_model(T, device)  # same weights from both ways, on one untouched model
-    strategy = build("slgrad", T)
     clone = copy.deepcopy(check)
+    strategy = build("slgrad", T)
     strategy_step(clone, torch.optim.SGD(clone.parameters(), lr=0.0), strategy, batch, val_batch)
     results["max_weight_difference"] = float((strategy.last_weights - reference_loop_weights(check, batch, val_batch))
                                              .abs().max())
@@ -129,17 +133,19 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--reps", type=int, default=15, help="timed repetitions of the uniform and SLGrad steps")
+    parser.add_argument("--reps", type=int, default=40, help="timed repetitions of the uniform and SLGrad steps")
     parser.add_argument("--loop-reps", type=int, default=3, help="timed repetitions of the per-sample loop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation noise on import
     device = torch.device(args.device)
     rows = [measure(B, T, device, args.reps, args.loop_reps) for B in (16, 64, 256) for T in (2, 10)]
     if args.json:
         print(json.dumps({"device": str(device), "threads": args.threads, "results": rows}, indent=2))
         return
     print(f"SLGrad step, median ms ({device}, {args.threads} thread(s))")
-    print(f"{'B':>4} {'T':>3} {'uniform':>9} {'slgrad':>9} {'loop':>10} {'loop/slgrad':>12} {'slgrad/unif':>12} {'max|dw|':>9}")
+    header = ("B", "T", "uniform", "slgrad", "loop", "loop/slgrad", "slgrad/unif", "max|dw|")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, (4, 3, 9, 9, 10, 12, 12, 9))))
     for r in rows:
         print(f"{r['B']:>4} {r['T']:>3} {r['uniform_ms']:>9.2f} {r['slgrad_ms']:>9.2f} {r['loop_ms']:>10.1f} "
               f"{r['speedup_vs_loop']:>11.0f}x {r['slgrad_over_uniform']:>11.2f}x {r['max_weight_difference']:>9.1e}")

@@ -50,7 +50,8 @@ def conv_bn_model(T: int) -> HPSModel:
 
 
 def make_batch(generator: torch.Generator, B: int, T: int, input_shape: tuple[int, ...]):
-    return torch.randn(B, *input_shape, generator=generator), tuple(torch.randn(B, generator=generator) for _ in range(T))
+    targets = tuple(torch.randn(B, generator=generator) for _ in range(T))
+    return torch.randn(B, *input_shape, generator=generator), targets
 
 
 def step_context(model: HPSModel, batch, val_batch) -> StepContext:

@@ -3,6 +3,7 @@ them through the real trainer (finite gradients, determinism, learning, the 1-ta
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -67,7 +68,8 @@ def test_uw_weights_are_exp_minus_log_variance_in_each_form():
     torch.testing.assert_close(uw.weights(ctx), 0.5 * torch.exp(-s))  # no task kinds: LibMTL's regression form
     ctx.extras["task_kinds"] = ["classification", "regression", "segmentation"]
     torch.testing.assert_close(uw.weights(ctx), torch.tensor([1.0, 0.5, 1.0], dtype=torch.float64) * torch.exp(-s))
-    torch.testing.assert_close(build("uw", 3, {"form": "classification", "init": 0.0}).weights(ctx), torch.ones(3).double())
+    classification = build("uw", 3, {"form": "classification", "init": 0.0})
+    torch.testing.assert_close(classification.weights(ctx), torch.ones(3).double())
     uw.backward(ctx)  # d/ds_t [c_t exp(-s_t) L_t + s_t / 2] = -c_t exp(-s_t) L_t + 1/2
     c = torch.tensor([1.0, 0.5, 1.0], dtype=torch.float64)
     expected = -c * torch.exp(-s) * ctx.task_losses.detach() + 0.5
@@ -135,7 +137,8 @@ def test_olaux_update_is_beta_times_the_main_auxiliary_gradient_inner_product():
 
 def test_gcosim_drops_a_conflicting_auxiliary_gradient_and_keeps_an_aligned_one():
     theta = nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    g_main, g_aligned, g_conflict = (torch.tensor(v, dtype=torch.float64) for v in ([1.0, 0.0], [1.0, 1.0], [-1.0, 0.2]))
+    vectors = ([1.0, 0.0], [1.0, 1.0], [-1.0, 0.2])  # cos with the main gradient: 1, 0.71, -0.98
+    g_main, g_aligned, g_conflict = (torch.tensor(v, dtype=torch.float64) for v in vectors)
     losses = torch.stack([(g @ theta).reshape(1) for g in (g_main, g_aligned, g_conflict)])  # [T=3, B=1]
     ctx = StepContext(losses, nn.Module(), [theta], [[], [], []], None, 0, 0, (None, ()), lambda b: None)
     logs = build("gcosim", 3).backward(ctx)
@@ -148,7 +151,7 @@ def test_autolambda_weights_change():
     before = trainer.strategy.task_weights.detach().clone()
     run_steps(trainer, 2)
     after = trainer.strategy.task_weights.detach()
-    assert not torch.allclose(after, before) and (after >= 0).all()
+    assert not torch.allclose(after.double(), before.double()) and (after >= 0).all()
 
 
 def test_autolambda_meta_gradient_matches_the_unrolled_validation_loss():
@@ -156,7 +159,8 @@ def test_autolambda_meta_gradient_matches_the_unrolled_validation_loss():
     from torch.func import functional_call
 
     ctx = mlp_context(B=6)
-    ctx.val_batch = (torch.randn(4, 5, dtype=torch.float64), tuple(torch.randn(4, dtype=torch.float64) for _ in range(3)))
+    val_targets = tuple(torch.randn(4, dtype=torch.float64) for _ in range(3))
+    ctx.val_batch = (torch.randn(4, 5, dtype=torch.float64), val_targets)
     strategy = build("autolambda", 3, {"weight_init": 0.7, "virtual_lr": 0.3})
     lam = torch.full((3,), 0.7, dtype=torch.float64, requires_grad=True)
     params = dict(ctx.model.named_parameters())
@@ -166,19 +170,8 @@ def test_autolambda_meta_gradient_matches_the_unrolled_validation_loss():
     _, outs = functional_call(ctx.model, virtual, (ctx.val_batch[0],))
     val_loss = ((outs[0].reshape(-1) - ctx.val_batch[1][0]) ** 2).mean()
     expected = torch.autograd.grad(val_loss, lam)[0]
-    captured = {}
-    original_step = torch.optim.Adam.step
-
-    def capture(self, *a, **k):
-        captured["grad"] = self.param_groups[0]["params"][0].grad.clone()
-        return original_step(self, *a, **k)
-
-    torch.optim.Adam.step = capture
-    try:
-        strategy.backward(ctx)
-    finally:
-        torch.optim.Adam.step = original_step
-    torch.testing.assert_close(captured["grad"], expected, rtol=1e-8, atol=1e-12)
+    strategy.backward(ctx)
+    torch.testing.assert_close(strategy.meta_gradient, expected, rtol=1e-8, atol=1e-12)
 
 
 # -- every strategy through the trainer ---------------------------------------------------------------------
@@ -220,3 +213,15 @@ def test_a_single_task_data_set_is_refused_by_the_auxiliary_methods(name):
             toy_trainer(name, num_tasks=1)
     else:
         build(name, 1)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_resuming_from_a_checkpoint_continues_identically(name):
+    straight, resumed = toy_trainer(name, num_samples=200), toy_trainer(name, num_samples=200)
+    straight.train_epoch()  # DWA needs epochs in its history; the others their step state
+    straight.train_epoch()
+    resumed.load_state_dict(copy.deepcopy(straight.state_dict()))
+    straight.train_epoch()
+    resumed.train_epoch()
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -111,9 +111,6 @@ class Trainer:
         tr = self.cfg.training
         self.train_loader = make_loader(self.bundle.train, tr["batch_size"], True, self.cfg.seed, tr["num_workers"])
         self.val_batches: Iterator[Batch] | None = None
-        if self.strategy.needs_validation_batch:
-            val_loader = make_loader(self.bundle.val, tr["val_batch_size"], True, self.cfg.seed + 1)
-            self.val_batches = cycle(val_loader)
         self.epoch = 0
         self.step = 0
 
@@ -166,7 +163,7 @@ class Trainer:
             epoch=self.epoch,
             batch=batch,
             compute_losses=self.compute_losses,
-            val_batch=to_device(next(self.val_batches), self.device) if self.val_batches is not None else None,
+            val_batch=self.next_validation_batch(),
             extras={"task_kinds": [task.kind for task in self.tasks]},
         )
         logs = self.strategy.backward(ctx)
@@ -176,7 +173,21 @@ class Trainer:
         return task_losses, logs
 
     # -- epochs ----------------------------------------------------------------------------------
+    def _start_validation_stream(self) -> None:
+        """Validation batches for auxiliary-task strategies, reshuffled per epoch from (seed, epoch) so that a
+        run resumed from an end-of-epoch checkpoint sees exactly the batches an uninterrupted run would."""
+        seed = self.cfg.seed + 1 + 7919 * self.epoch
+        self.val_batches = cycle(make_loader(self.bundle.val, self.cfg.training["val_batch_size"], True, seed))
+
+    def next_validation_batch(self) -> Batch | None:
+        if not self.strategy.needs_validation_batch:
+            return None
+        if self.val_batches is None:
+            self._start_validation_stream()
+        return to_device(next(self.val_batches), self.device)
+
     def train_epoch(self) -> dict[str, float]:
+        self.val_batches = None  # a fresh, epoch-seeded validation stream
         loss_sum = torch.zeros(len(self.tasks), device=self.device)
         log_sums: dict[str, float] = defaultdict(float)
         batches = 0

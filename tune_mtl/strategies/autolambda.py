@@ -44,7 +44,8 @@ class AutoLambda(Strategy):
 
     def __init__(self, num_tasks: int, **params) -> None:
         super().__init__(num_tasks, **params)
-        self._reset(torch.full((num_tasks,), self.weight_init))
+        # float64 until the first step casts it to the losses' dtype, so weight_init is not rounded twice
+        self._reset(torch.full((num_tasks,), self.weight_init, dtype=torch.float64))
 
     def _reset(self, values: Tensor) -> None:
         self.task_weights = values.detach().clone().requires_grad_(True)
@@ -62,7 +63,8 @@ class AutoLambda(Strategy):
         virtual = [p.detach() - self.virtual_lr * s.view_as(p) for p, s in zip(params, step.split(sizes), strict=True)]
         val_grad, val_loss = main_validation_gradient(ctx, params, at=virtual)
         self.weight_optimizer.zero_grad(set_to_none=True)
-        self.task_weights.grad = -self.virtual_lr * (J @ flat(val_grad))
+        self.meta_gradient = -self.virtual_lr * (J @ flat(val_grad))  # dL_val(theta') / dlambda
+        self.task_weights.grad = self.meta_gradient.clone()
         self.weight_optimizer.step()
         with torch.no_grad():
             self.task_weights.clamp_(min=0.0)

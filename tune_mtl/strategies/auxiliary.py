@@ -23,10 +23,16 @@ def main_validation_gradient(
     are not updated by this extra forward pass. Returns (gradient per parameter, L_main without graph)."""
     if ctx.val_batch is None:
         raise RuntimeError("this strategy needs a validation batch (needs_validation_batch = True)")
-    names = jac.parameter_names(ctx.model, params)
-    leaves = [t.detach().requires_grad_(True) for t in (params if at is None else at)]
+    if at is None:
+        leaves, overrides = list(params), {}
+    else:
+        leaves = [t.detach().requires_grad_(True) for t in at]
+        overrides = dict(zip(jac.parameter_names(ctx.model, params), leaves))
     with torch.enable_grad():
-        val_losses = jac.functional_losses(ctx.model, ctx.compute_losses, ctx.val_batch, dict(zip(names, leaves)))
+        if overrides or any(True for _ in ctx.model.buffers()):
+            val_losses = jac.functional_losses(ctx.model, ctx.compute_losses, ctx.val_batch, overrides)
+        else:  # nothing to substitute or protect: the plain forward is cheaper
+            val_losses = ctx.compute_losses(ctx.val_batch)
         main = val_losses[0].mean()
         grads = torch.autograd.grad(main, leaves, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, leaves, strict=True)], main.detach()

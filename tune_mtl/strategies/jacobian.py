@@ -112,6 +112,27 @@ def parameter_names(model: nn.Module, params: Sequence[nn.Parameter]) -> list[st
     return [by_id[id(p)] for p in params]
 
 
+def _floating_leaves(tree) -> list[Tensor]:
+    if isinstance(tree, Tensor):
+        return [tree] if tree.is_floating_point() else []
+    if isinstance(tree, (tuple, list)):
+        return [leaf for item in tree for leaf in _floating_leaves(item)]
+    if isinstance(tree, dict):
+        return [leaf for item in tree.values() for leaf in _floating_leaves(item)]
+    return []
+
+
+def _replace_floating_leaves(tree, leaves: list[Tensor]):
+    """Inverse of `_floating_leaves`: the same structure with its floating tensors taken from `leaves` in order."""
+    if isinstance(tree, Tensor):
+        return leaves.pop(0) if tree.is_floating_point() else tree
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_replace_floating_leaves(item, leaves) for item in tree)
+    if isinstance(tree, dict):
+        return {key: _replace_floating_leaves(item, leaves) for key, item in tree.items()}
+    return tree
+
+
 def per_sample_directional_derivatives(
     model: nn.Module,
     compute_losses,
@@ -122,22 +143,40 @@ def per_sample_directional_derivatives(
 ) -> tuple[Tensor, Tensor]:
     """D[t, i] = < d l_t(x_i) / d params, direction > for every task t and sample i of `batch`.
 
-    All T*B inner products come from ONE forward-mode pass (`torch.func.jvp`) of the per-sample losses
+    All T*B inner products come from ONE forward-mode pass (a Jacobian-vector product: dual tensors of
+    `torch.autograd.forward_ad` substituted through `torch.func.functional_call`) of the per-sample losses
     [T, B] in the direction `direction` (one tensor per parameter), instead of T*B backward passes. The
     derivative is taken at the current values of `params`, or at `at` (same shapes) for a look-ahead point;
     every other parameter is held fixed. Buffers are copied (see `functional_losses`), so batch norm in train
     mode uses this batch's statistics, exactly as in the forward pass whose per-sample gradients it matches.
     Returns (D [T, B], the per-sample losses [T, B] of that pass, without graph).
+
+    Speed (toy MLP, B=64, T=2, CPU): the fixed parameters and the batch's floating tensors get explicit zero
+    tangents; left as constants, forward AD gives them lazy zero tensors whose arithmetic runs through Python
+    meta kernels (~7x slower). `torch.func.jvp` computes the same product through the same forward AD but took
+    ~2x longer here (per-op wrapper overhead: 3.0 against 1.8 ms), hence the dual tensors directly.
     """
-    names = parameter_names(model, params)
-    chosen = set(names)
-    fixed = {name: p.detach() for name, p in model.named_parameters() if name not in chosen}
-    primals = tuple(t.detach() for t in (params if at is None else at))
-    tangents = tuple(d.detach().to(p.dtype) for d, p in zip(direction, primals, strict=True))
+    from torch.autograd import forward_ad as fwAD
 
-    def losses_of(*values: Tensor) -> Tensor:
-        return functional_losses(model, compute_losses, batch, {**fixed, **dict(zip(names, values))})
-
-    with torch.no_grad():  # forward mode only: no reverse graph is needed
-        losses, derivatives = torch.func.jvp(losses_of, primals, tangents)
-    return derivatives, losses
+    named = list(model.named_parameters())  # one walk over the modules (the walks add up on small models)
+    by_id = {id(p): name for name, p in named}
+    if any(id(p) not in by_id for p in params):
+        raise ValueError("every parameter given must be a parameter of the model")
+    chosen = {id(p): i for i, p in enumerate(params)}
+    values = [t.detach() for t in (params if at is None else at)]
+    if len(values) != len(chosen) or len(direction) != len(chosen):
+        raise ValueError("params, direction and at must have one tensor per parameter")
+    with torch.no_grad(), fwAD.dual_level():  # forward mode only: no reverse graph is needed
+        overrides = {}
+        for name, p in named:
+            i = chosen.get(id(p))
+            if i is None:
+                overrides[name] = fwAD.make_dual(p.detach(), torch.zeros_like(p))
+            else:
+                overrides[name] = fwAD.make_dual(values[i], direction[i].detach().to(values[i].dtype))
+        data = [fwAD.make_dual(t.detach(), torch.zeros_like(t)) for t in _floating_leaves(batch)]
+        out = functional_losses(model, compute_losses, _replace_floating_leaves(batch, data), overrides)
+        losses, derivatives = fwAD.unpack_dual(out)
+        if derivatives is None:  # the losses do not depend on `params`
+            derivatives = torch.zeros_like(losses)
+        return derivatives.clone(), losses.clone()

@@ -15,7 +15,7 @@ again, shrinking the step by B). If every weight clamps to zero, uniform weights
 
 Batch norm: the model stays in its current mode. The validation forward and the JVP forward run through
 `jacobian.functional_losses` on copies of the buffers, so the running statistics move once per step (the
-trainer's forward), not three times.
+trainer's forward), not three times. Dropout: the JVP pass is a forward pass of its own and draws its own masks.
 
 `lookahead` (off by default; the seed always took this extra optimizer step and never undid it): the weights
 are computed at a VIRTUAL point theta' = theta - lookahead_lr * sum_t wbar_t grad L_t(theta), wbar_t being the
