@@ -111,7 +111,7 @@ def test_multi_mnist_download_flag_reuses_files_already_there(mnist_root):
 
 def test_multi_mnist_sizes_beyond_the_files_are_a_user_error(mnist_root):
     root, _ = mnist_root
-    with pytest.raises(UserError, match="train_size.*exceeds the 48 MNIST"):
+    with pytest.raises(UserError, match="train_size.*exceeds the 48 training images of MNIST"):
         data.build("multi_mnist", {"root": str(root), "train_size": 40, "val_size": 10, "test_size": 4})
 
 

@@ -5,13 +5,12 @@ Every module in this package is imported on first use, so adding a data set is a
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 from tune_mtl.data.base import DataBundle, Task, TensorSplit, make_loader
 from tune_mtl.errors import unknown_name
+from tune_mtl.registry import import_submodules
 from tune_mtl.options import Field, check_options
 
 Builder = Callable[[dict[str, Any], int], DataBundle]
@@ -53,9 +52,7 @@ def register(
 def _discover() -> None:
     global _discovered
     if not _discovered:
-        for module in pkgutil.iter_modules(__path__):
-            if module.name != "base" and not module.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{module.name}")
+        import_submodules(__name__, __path__, skip={"base"})
         _discovered = True
 
 

@@ -103,3 +103,26 @@ def cycle(loader) -> Iterator[Batch]:
     """Endless iteration over a loader (validation batches for auxiliary-task strategies)."""
     while True:
         yield from loader
+
+
+def split_indices(
+    where: str, source: str, n_train: int, n_val: int, n_test: int, available_train: int, available_test: int,
+    generator: torch.Generator,
+) -> dict[str, Tensor]:
+    """Seeded disjoint train/val indices from a training set and test indices from a test set, after checking
+    that the requested sizes fit (one clear error naming the option and what `source` holds)."""
+    from tune_mtl.errors import UserError
+
+    if n_train + n_val > available_train:
+        raise UserError(
+            f"'{where}.train_size' + 'val_size' = {n_train + n_val} exceeds the {available_train} training "
+            f"images of {source}"
+        )
+    if n_test > available_test:
+        raise UserError(f"'{where}.test_size' = {n_test} exceeds the {available_test} test images of {source}")
+    order = torch.randperm(available_train, generator=generator)
+    return {
+        "train": order[:n_train],
+        "val": order[n_train : n_train + n_val],
+        "test": torch.randperm(available_test, generator=generator)[:n_test],
+    }

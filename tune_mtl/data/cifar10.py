@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, TensorSplit, require_files
+from tune_mtl.data.base import DataBundle, Task, TensorSplit, require_files, split_indices
 from tune_mtl.errors import UserError
 from tune_mtl.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
 from tune_mtl.options import Field
@@ -161,23 +161,9 @@ def cifar10(options: dict[str, Any], seed: int) -> DataBundle:
         prepare(options["root"], download=True)
     base = check_layout(options["root"])
     train_set, test_set = load_cifar(str(base), True), load_cifar(str(base), False)
-    n_train, n_val, n_test = options["train_size"], options["val_size"], options["test_size"]
-    if n_train + n_val > len(train_set):
-        raise UserError(
-            f"'dataset.{NAME}.train_size' + 'val_size' = {n_train + n_val} exceeds the {len(train_set)} CIFAR-10 "
-            f"training images under '{base}'"
-        )
-    if n_test > len(test_set):
-        raise UserError(
-            f"'dataset.{NAME}.test_size' = {n_test} exceeds the {len(test_set)} CIFAR-10 test images under '{base}'"
-        )
     g = torch.Generator().manual_seed(options["data_seed"])
-    order = torch.randperm(len(train_set), generator=g)
-    indices = {
-        "train": order[:n_train],
-        "val": order[n_train : n_train + n_val],
-        "test": torch.randperm(len(test_set), generator=g)[:n_test],
-    }
+    indices = split_indices(f"dataset.{NAME}", f"CIFAR-10 under '{base}'", options["train_size"], options["val_size"],
+                            options["test_size"], len(train_set), len(test_set), g)
     x_train, c_train = take(train_set, indices["train"])
     x_val, c_val = take(train_set, indices["val"])
     x_test, c_test = take(test_set, indices["test"])

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, TensorSplit, require_files
+from tune_mtl.data.base import DataBundle, Task, TensorSplit, require_files, split_indices
 from tune_mtl.errors import UserError
 from tune_mtl.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
 from tune_mtl.options import Field
@@ -110,23 +110,10 @@ def multi_mnist(options: dict[str, Any], seed: int) -> DataBundle:
     base = check_layout(options["root"])
     train_set = load_mnist(str(base), True, False)
     test_set = load_mnist(str(base), False, False)
-    n_train, n_val, n_test = options["train_size"], options["val_size"], options["test_size"]
-    if n_train + n_val > len(train_set):
-        raise UserError(
-            f"'dataset.{NAME}.train_size' + 'val_size' = {n_train + n_val} exceeds the {len(train_set)} MNIST "
-            f"training digits under '{base}'"
-        )
-    if n_test > len(test_set):
-        raise UserError(
-            f"'dataset.{NAME}.test_size' = {n_test} exceeds the {len(test_set)} MNIST test digits under '{base}'"
-        )
     g = torch.Generator().manual_seed(options["data_seed"])
-    order = torch.randperm(len(train_set), generator=g)
-    pairs = {
-        "train": pair(order[:n_train], g),
-        "val": pair(order[n_train : n_train + n_val], g),
-        "test": pair(torch.randperm(len(test_set), generator=g)[:n_test], g),
-    }
+    indices = split_indices(f"dataset.{NAME}", f"MNIST under '{base}'", options["train_size"], options["val_size"],
+                            options["test_size"], len(train_set), len(test_set), g)
+    pairs = {name: pair(idx, g) for name, idx in indices.items()}
 
     def tensor_split(name: str) -> TensorSplit:
         source = test_set if name == "test" else train_set

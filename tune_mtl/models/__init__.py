@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 from tune_mtl.errors import UserError, unknown_name
 from tune_mtl.models.hps import HPSModel
 from tune_mtl.options import Field, check_options
+from tune_mtl.registry import import_submodules
 
 _BUILDERS: dict[str, Callable[..., HPSModel]] = {}
 _OPTIONS: dict[str, dict[str, Field]] = {}
@@ -30,9 +29,7 @@ def register(name: str, options: dict[str, Field]):
 def _discover() -> None:
     global _discovered
     if not _discovered:
-        for module in pkgutil.iter_modules(__path__):
-            if module.name not in ("hps",) and not module.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{module.name}")
+        import_submodules(__name__, __path__, skip={"hps"})
         _discovered = True
 
 

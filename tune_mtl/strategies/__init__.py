@@ -3,11 +3,10 @@ discovered at import, so adding a strategy is adding one file."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
 from tune_mtl.errors import UserError, unknown_name
+from tune_mtl.registry import import_submodules
 from tune_mtl.strategies.base import GradientAggregation, GramianWeighting, LossWeighting, Strategy
 
 _INTERNAL = {"base", "jacobian"}
@@ -34,9 +33,7 @@ def _collect(cls: type) -> None:
 def _discover() -> None:
     if _REGISTRY:
         return
-    for module in pkgutil.iter_modules(__path__):
-        if module.name not in _INTERNAL and not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
+    import_submodules(__name__, __path__, skip=_INTERNAL)
     _collect(Strategy)
 
 
