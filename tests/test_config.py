@@ -101,3 +101,16 @@ def test_listing_commands(capsys):
     assert "rlw" in next(r for r in rows if r["name"] == "random")["aliases"]
     assert main(["datasets"]) == 0
     assert "toy_regression" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "seed_name,canonical",
+    [("SLgrad", "slgrad"), ("Unif", "uniform"), ("Olaux", "olaux"), ("CAgrad", "cagrad"), ("Gnorm", "gradnorm"),
+     ("PCGrad", "pcgrad"), ("gn", "gradnorm"), ("uw", "uw"), ("dwa", "dwa"), ("rlw", "random"), ("mgda", "mgda"),
+     ("recon", "recon"), ("nash", "nashmtl"), ("geo", "gls"), ("gsd", "graddrop"), ("imtl", "imtl"),
+     ("gvac", "gradvac"), ("moco", "moco"), ("amtl", "aligned-mtl"), ("EW", "uniform")],
+)
+def test_the_seeds_strategy_names_resolve(seed_name, canonical):
+    from tune_mtl import strategies
+
+    assert strategies.resolve(seed_name) == canonical

@@ -95,3 +95,12 @@ def test_classification_labels_and_noise():
 def test_bad_options_are_one_clear_error(options, needle):
     with pytest.raises(UserError, match=needle.replace("'", ".")):
         build(**options)
+
+
+@pytest.mark.parametrize(
+    "seed_name,canonical",
+    [("Toy_reg", "toy_regression"), ("Multi_MNIST", "multi_mnist"), ("CIFAR10", "cifar10"), ("NYUv2", "nyuv2"),
+     ("Cityscape", "cityscapes"), ("Oxford_Pet_III", "oxford_pet"), ("CelebA", "celeba")],
+)
+def test_the_seeds_data_set_names_resolve(seed_name, canonical):
+    assert data.resolve(seed_name) == canonical

@@ -19,6 +19,7 @@ _DESCRIPTIONS: dict[str, str] = {}
 _OPTIONS: dict[str, dict[str, Field]] = {}
 _PREPARE: dict[str, Callable[[str, bool], str]] = {}
 _DEFAULT_MODEL: dict[str, str] = {}
+_ALIASES: dict[str, str] = {}
 _discovered = False
 
 
@@ -28,6 +29,7 @@ def register(
     description: str = "",
     prepare: Callable[[str, bool], str] | None = None,
     default_model: str | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> Callable[[Builder], Builder]:
     """`options` declares the data set's keys (type, default, valid range) so configs are checked up front.
 
@@ -43,6 +45,8 @@ def register(
             _PREPARE[name] = prepare
         if default_model is not None:
             _DEFAULT_MODEL[name] = default_model
+        for alias in aliases:  # the names the seed code bases use (Toy_reg, Cityscape, ...)
+            _ALIASES[_normal(alias)] = name
         _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
         return fn
 
@@ -61,9 +65,14 @@ def names() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def _normal(name: str) -> str:
+    return str(name).strip().lower().replace("-", "_")
+
+
 def resolve(name: str) -> str:
     _discover()
-    key = str(name).strip().lower().replace("-", "_")
+    key = _normal(name)
+    key = _ALIASES.get(key, key)
     if key not in _BUILDERS:
         raise unknown_name("data set", str(name), _BUILDERS)
     return key

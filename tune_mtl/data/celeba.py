@@ -230,7 +230,7 @@ def subset(partition: Tensor, part: int, limit: int, generator: torch.Generator)
     return idx
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="resnet18")
+@register(NAME, OPTIONS, prepare=prepare, default_model="resnet18", aliases=('celeb_a',))
 def celeba(options: dict[str, Any], seed: int) -> DataBundle:
     """CelebA faces: 40 binary attributes (main attribute first), optional identity task; official splits."""
     names = task_order(options)

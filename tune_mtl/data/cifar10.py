@@ -154,7 +154,7 @@ def take(dataset, idx: Tensor) -> tuple[Tensor, Tensor]:
     return images, torch.as_tensor(dataset.targets)[idx]
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="resnet18")
+@register(NAME, OPTIONS, prepare=prepare, default_model="resnet18", aliases=('cifar_10',))
 def cifar10(options: dict[str, Any], seed: int) -> DataBundle:
     """CIFAR-10 as ten one-vs-rest binary tasks (airplane main), label-flip noise on the training split."""
     if options["download"]:

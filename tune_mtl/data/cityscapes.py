@@ -105,7 +105,7 @@ def prepare(root: str, download: bool) -> str:
     return f"cityscapes ready: {describe_layout(base, found)}"
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="segnet")
+@register(NAME, OPTIONS, prepare=prepare, default_model="segnet", aliases=('cityscape',))
 def cityscapes(options: dict[str, Any], seed: int) -> DataBundle:
     """Cityscapes (MTAN .npy layout): segmentation with 19 or 7 classes (main), depth."""
     size = parse_size(NAME, options["image_size"])

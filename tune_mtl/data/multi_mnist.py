@@ -102,7 +102,7 @@ def prepare(root: str, download: bool) -> str:
     return f"{NAME}: MNIST found under '{base}/MNIST/raw' ({len(train)} train, {len(test)} test digits)"
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="multilenet")
+@register(NAME, OPTIONS, prepare=prepare, default_model="multilenet", aliases=('multimnist',))
 def multi_mnist(options: dict[str, Any], seed: int) -> DataBundle:
     """Multi-MNIST: left digit (main) and right digit of two overlapping MNIST digits, 10-way each."""
     if options["download"]:

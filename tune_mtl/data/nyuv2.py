@@ -56,7 +56,7 @@ def prepare(root: str, download: bool) -> str:
     return f"nyuv2 ready: {describe_layout(base, found)}"
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="segnet")
+@register(NAME, OPTIONS, prepare=prepare, default_model="segnet", aliases=('nyu', 'nyu_v2'))
 def nyuv2(options: dict[str, Any], seed: int) -> DataBundle:
     """NYUv2 (MTAN .npy layout): 13-class segmentation (main), depth, surface normal."""
     size = parse_size(NAME, options["image_size"])

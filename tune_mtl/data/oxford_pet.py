@@ -130,7 +130,7 @@ def prepare(root: str, download: bool) -> str:
     return f"oxford_pet ready under '{base}': {sizes['trainval']} trainval and {sizes['test']} test images"
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="unet")
+@register(NAME, OPTIONS, prepare=prepare, default_model="unet", aliases=('oxford_pet_iii', 'oxford_iiit_pet', 'oxfordpet', 'pet'))
 def oxford_pet(options: dict[str, Any], seed: int) -> DataBundle:
     """Oxford-IIIT Pet (torchvision files): 3-class trimap segmentation (main), 37-breed classification."""
     base = str(check_files(options["root"]))

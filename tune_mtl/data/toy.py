@@ -120,13 +120,13 @@ def _build(options: dict[str, Any], seed: int, regression: bool) -> DataBundle:
     )
 
 
-@register("toy_regression", OPTIONS, default_model="mlp")
+@register("toy_regression", OPTIONS, default_model="mlp", aliases=("toy_reg", "toy"))
 def toy_regression(options: dict[str, Any], seed: int) -> DataBundle:
     """Synthetic regression tasks |sigma_t tanh((B + eps_t) . x)| (SLGrad/GradNorm toy), label noise optional."""
     return _build(options, seed, regression=True)
 
 
-@register("toy_classification", OPTIONS, default_model="mlp")
+@register("toy_classification", OPTIONS, default_model="mlp", aliases=("toy_cls", "toy_clf"))
 def toy_classification(options: dict[str, Any], seed: int) -> DataBundle:
     """Synthetic binary tasks 1[(B + eps_t) . x > 0] on the same generator, label noise optional."""
     return _build(options, seed, regression=False)
