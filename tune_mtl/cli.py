@@ -1,4 +1,4 @@
-"""Command line behind `launch.py`: `search` (the default), `strategies`, `datasets`, `prepare`.
+"""Command line behind `launch.py`: `search` (the default), `report`, `strategies`, `datasets`, `prepare`.
 
 Every user error ends with exit code 2 and one sentence on stderr, never a traceback.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 from tune_mtl.errors import UserError
 
-SUBCOMMANDS = ("search", "strategies", "datasets", "prepare")
+SUBCOMMANDS = ("search", "report", "strategies", "datasets", "prepare")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,8 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--num-samples", type=_positive_int, help="trials per strategy")
     search.add_argument("--epochs", type=_positive_int, help="training epochs per trial")
     search.add_argument("--seed", type=int, help="seed of the sampler and of every trial")
+    search.add_argument("--scheduler", choices=("asha", "hyperband", "pbt", "fifo"),
+                        help="asha (default), hyperband, pbt (evolves the learning rate) or fifo (no early stopping)")
+    search.add_argument("--objectives", help="multi-objective search over validation metrics, e.g. "
+                        "task0/mse,task1/mse (reports the Pareto front; runs FIFO)")
+    search.add_argument("--strategy-mode", choices=("separate", "categorical"),
+                        help="separate (default): one study per strategy; categorical: one study that searches "
+                             "the strategy and its knobs")
+    search.add_argument("--resume", metavar="RUN_DIR", help="finish the search of RUN_DIR after a crash (its "
+                        "saved search space and options are used; only --address/--optuna-storage/--wandb-mode "
+                        "may be given again)")
     search.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
-    search.add_argument("--storage-path", default="runs", help="where run folders go (default: ./runs)")
+    search.add_argument("--storage-path", default="runs",
+                        help="where run folders go: a folder (NFS on a cluster) or a URL such as s3://bucket/runs "
+                             "(default: ./runs)")
+    search.add_argument("--optuna-storage", help="Optuna RDB URL, e.g. postgresql://user:pw@host/db "
+                        "(default: SQLite in the run folder)")
     search.add_argument("--name", help="run folder name (default: search-<timestamp>)")
     search.add_argument("--cpus-per-trial", type=_non_negative_float, help="CPUs each trial reserves")
     search.add_argument("--gpus-per-trial", type=_non_negative_float, help="GPUs each trial reserves (0.25 packs 4)")
@@ -64,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: online if WANDB_API_KEY is set, else offline")
     search.add_argument("--wandb-project", default="tune-mtl", help="W&B project name")
     search.add_argument("--quiet", action="store_true", help="no per-trial progress tables")
+
+    report = sub.add_parser("report", help="summary table and plots of a run folder (also after a crash)")
+    report.add_argument("run_dir", metavar="RUN_DIR")
 
     for name, what in (("strategies", "task-weighting strategies"), ("datasets", "data sets")):
         listing = sub.add_parser(name, help=f"list the {what}")
@@ -103,21 +120,14 @@ def _print_datasets(as_json: bool) -> None:
             print(f"    {key} = {spec['default']!r} ({spec['type']}) {spec['help']}".rstrip())
 
 
+RESUME_KEEPS = ("config", "strategies", "num_samples", "epochs", "seed", "cpus_per_trial", "gpus_per_trial",
+                "max_concurrent_trials", "scheduler", "objectives", "strategy_mode", "name")
+
+
 def _search(args: argparse.Namespace) -> int:
-    from tune_mtl.report import format_locations, format_table
-    from tune_mtl.search import RunOptions, run_search
+    from tune_mtl.search import RunOptions, resume_search, run_search
     from tune_mtl.search_spec import load_spec
 
-    overrides: dict[str, Any] = {
-        "strategies": args.strategies,
-        "num_samples": args.num_samples,
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "cpus_per_trial": args.cpus_per_trial,
-        "gpus_per_trial": args.gpus_per_trial,
-        "max_concurrent_trials": args.max_concurrent_trials,
-    }
-    spec = load_spec(args.config, overrides)
     options = RunOptions(
         storage_path=args.storage_path,
         name=args.name,
@@ -125,14 +135,58 @@ def _search(args: argparse.Namespace) -> int:
         wandb_mode=args.wandb_mode,
         wandb_project=args.wandb_project,
         verbose=0 if args.quiet else 1,
+        optuna_storage=args.optuna_storage,
     )
-    summary = run_search(spec, options)
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in RESUME_KEEPS if getattr(args, k) is not None]
+        if given:
+            raise UserError(f"--resume continues a search with its saved settings; leave out {', '.join(given)}")
+        summary = resume_search(args.resume, options)
+    else:
+        overrides: dict[str, Any] = {
+            "strategies": args.strategies,
+            "num_samples": args.num_samples,
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "cpus_per_trial": args.cpus_per_trial,
+            "gpus_per_trial": args.gpus_per_trial,
+            "max_concurrent_trials": args.max_concurrent_trials,
+            "scheduler": args.scheduler,
+            "objectives": args.objectives,
+            "strategy_mode": args.strategy_mode,
+        }
+        summary = run_search(load_spec(args.config, overrides), options)
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from tune_mtl.report import format_locations, format_table
+
     objective = summary["objective"]
     print(f"\nBest configuration per strategy (objective: validation {objective['metric']} of task "
           f"'{objective['task']}', {objective['mode']}imised; test value at the best validation epoch):")
     print(format_table(summary))
     print()
     print(format_locations(summary))
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tune_mtl.plots import write_plots
+    from tune_mtl.report import summarise_run, write_summary
+    from tune_mtl.run_folder import open_run
+    from tune_mtl.search import experiments
+    from tune_mtl.search_spec import load_spec
+
+    run = open_run(args.run_dir)
+    spec = load_spec(run.path / "search_space.yaml")
+    summary = summarise_run(run, experiments(spec))
+    write_summary(summary, run)
+    _print_summary(summary)
+    plots, skipped = write_plots(summary, run)
+    print("\nplots:\n" + "\n".join(f"  {p}" for p in plots))
+    for reason in skipped:
+        print(f"  (skipped: {reason})")
     return 0
 
 
@@ -146,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_strategies(args.json)
         elif args.command == "datasets":
             _print_datasets(args.json)
+        elif args.command == "report":
+            return _report(args)
         elif args.command == "prepare":
             from tune_mtl import data
 

@@ -1,48 +1,94 @@
 """Search results -> the per-strategy summary (best configuration, its validation and test objective at the
-best validation epoch, failed trials) as a printed table, `summary.json` and `summary.md`."""
+best validation epoch, failed trials; the Pareto front of a multi-objective search) as a printed table,
+`summary.json` and `summary.md`.
+
+Everything is read back from the run folder (Tune's experiment snapshots and each trial's `result.json`),
+not from the driver's memory, so `launch.py report RUN_DIR` gives the same summary after a crash.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from tune_mtl.pareto import front
+from tune_mtl.run_folder import RunFolder, is_url
+from tune_mtl.trial import DIVERGED, FAILURE_REASON
 
 OBJECTIVE = "val/objective"
 TEST_OBJECTIVE = "test/objective"
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+PARETO_AT = "last epoch (the values each trial reported last: what the multi-objective study was told)"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _flagged(value: Any) -> bool:
+    # A pandas row holds NaN where a result lacked the key, and numpy's bool where it had it.
+    return isinstance(value, (bool, np.bool_)) and bool(value)
 
 
 def _best_epoch(history: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
-    rows = [r for r in history if isinstance(r.get(OBJECTIVE), (int, float)) and math.isfinite(r[OBJECTIVE])]
+    rows = [r for r in history if _finite(r.get(OBJECTIVE))]
     if not rows:
         return None
     pick = min if mode == "min" else max
     return pick(rows, key=lambda r: r[OBJECTIVE])
 
 
-def _error_reason(error: BaseException | None) -> str:
-    if error is None:
-        return ""
-    text = str(error).strip().splitlines()
+def _error_reason(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     # Ray wraps the trial's exception; its last non-empty line names the real cause.
-    return next((line.strip() for line in reversed(text) if line.strip()), type(error).__name__)
+    return lines[-1] if lines else "error"
 
 
-def trial_rows(result_grid) -> list[dict[str, Any]]:
+def _read_error(trial) -> str:
+    """The last line of the trial's error.txt, read from its storage (a folder or a URL: no Ray needed)."""
+    import pyarrow.fs
+
+    name = trial.run_metadata.error_filename or "error.txt"
+    try:
+        fs, folder = pyarrow.fs.FileSystem.from_uri(trial.path) if is_url(trial.path) else \
+            (pyarrow.fs.LocalFileSystem(), trial.path)
+        with fs.open_input_stream(f"{folder}/{name}") as stream:
+            return _error_reason(stream.read().decode(errors="replace"))
+    except (OSError, pyarrow.ArrowException):
+        return "error (no error file)"
+
+
+def load_trials(experiment_path: str) -> list[dict[str, Any]]:
+    """One row per Tune trial of an experiment: config, per-epoch history, status and failure reason."""
+    from ray.tune import ExperimentAnalysis, Tuner
+
+    if not Tuner.can_restore(experiment_path):
+        return []
+    analysis = ExperimentAnalysis(experiment_path)
+    frames = analysis.trial_dataframes
     rows = []
-    for result in result_grid:
-        frame = result.metrics_dataframe
-        history = frame.to_dict("records") if frame is not None else []
-        rows.append(
-            {
-                "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
-                "path": result.path,
-                "config": result.config,
-                "history": history,
-                "error": _error_reason(result.error),
-            }
-        )
+    for trial in analysis.trials:
+        frame = frames.get(trial.trial_id, frames.get(trial.path))  # keyed by id in Ray 2.60
+        history = frame.to_dict("records") if frame is not None and len(frame) else []
+        last = history[-1] if history else {}
+        if trial.status == "ERROR":
+            error = _read_error(trial)
+        elif _flagged(last.get(DIVERGED)):
+            error = str(last.get(FAILURE_REASON))
+        else:
+            error = ""
+        rows.append({"trial_id": trial.trial_id, "path": trial.path, "config": trial.config, "status": trial.status,
+                     "history": history, "error": error})
     return rows
+
+
+def _curve(history: list[dict[str, Any]]) -> dict[str, list]:
+    rows = [r for r in history if _finite(r.get(OBJECTIVE))]
+    return {"epoch": [int(r.get("epoch", r.get("training_iteration", 0))) for r in rows],
+            "val": [r[OBJECTIVE] for r in rows], "test": [r.get(TEST_OBJECTIVE) for r in rows]}
 
 
 def strategy_summary(rows: list[dict[str, Any]], mode: str) -> dict[str, Any]:
@@ -60,25 +106,53 @@ def strategy_summary(rows: list[dict[str, Any]], mode: str) -> dict[str, Any]:
                 "trial_id": row["trial_id"],
                 "config": row["config"],
                 "metrics": {k: v for k, v in epoch.items() if isinstance(k, str) and k.startswith(("val/", "test/"))},
+                "curve": _curve(row["history"]),  # for the learning-curve plot
             }
     failed = [{"trial_id": r["trial_id"], "reason": r["error"]} for r in rows if r["error"]]
-    return {"best": best, "trials": len(rows), "failed": failed}
+    unfinished = [r["trial_id"] for r in rows if r["status"] in UNFINISHED]
+    return {"best": best, "trials": len(rows), "failed": failed, "unfinished": unfinished}
 
 
-def summarise(results: dict[str, Any], objective: dict[str, Any], folder: Path, options) -> dict[str, Any]:
-    """`objective`: {"task", "metric", "mode"} of what the search optimised."""
-    from tune_mtl.search import optuna_storage_url
-
-    mode = objective["mode"]
+def pareto_front(rows: list[dict[str, Any]], objectives: list[dict[str, Any]]) -> dict[str, Any]:
+    keys, modes = [o["key"] for o in objectives], [o["mode"] for o in objectives]
+    candidates = [(r, r["history"][-1]) for r in rows if r["history"] and not r["error"]]
+    candidates = [(r, last) for r, last in candidates if all(_finite(last.get(k)) for k in keys)]
+    points = [[last[k] for k in keys] for _, last in candidates]
+    on_front = sorted(front(points, modes), key=lambda i: points[i])
     return {
-        "run_dir": str(folder),
-        "objective": {"key": OBJECTIVE, **objective},
-        "strategies": {name: strategy_summary(trial_rows(grid), mode) for name, grid in results.items()},
-        "optuna_storage": optuna_storage_url(folder),
-        "wandb": {"mode": options.resolved_wandb_mode(), "dir": str(folder / "wandb"), "project": options.wandb_project},
+        "at": PARETO_AT,
+        "trials": [
+            {"strategy": candidates[i][0]["config"]["strategy"]["name"], "trial_id": candidates[i][0]["trial_id"],
+             "epoch": int(candidates[i][1].get("epoch", 0)), "values": dict(zip(keys, points[i], strict=True)),
+             "config": candidates[i][0]["config"]}
+            for i in on_front
+        ],
+        "dominated": [dict(zip(keys, p, strict=True)) for i, p in enumerate(points) if i not in on_front],
     }
 
 
+def summarise_run(run: RunFolder, experiment_names: list[str]) -> dict[str, Any]:
+    rows = [row for name in experiment_names for row in load_trials(run.experiment(name))]
+    by_strategy: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_strategy.setdefault(row["config"]["strategy"]["name"], []).append(row)
+    objective = {k: v for k, v in run.objective.items() if k != "objectives"}
+    summary: dict[str, Any] = {
+        "run_dir": run.local,
+        "tune_storage": run.tune_storage,
+        "objective": {"key": OBJECTIVE, **objective},
+        "strategies": {name: strategy_summary(group, objective["mode"]) for name, group in by_strategy.items()},
+        "optuna_storage": run.optuna_display_url(),
+        "studies": run.studies,
+        "wandb": {"mode": run.wandb_mode, "dir": str(run.path / "wandb"), "project": run.wandb_project},
+    }
+    if run.objective.get("objectives"):
+        summary["objectives"] = run.objective["objectives"]
+        summary["pareto_front"] = pareto_front(rows, run.objective["objectives"])
+    return summary
+
+
+# -- formatting --------------------------------------------------------------------------------------
 def _short_config(config: dict[str, Any]) -> str:
     parts = []
     for section in ("optimizer", "model", "training", "strategy"):
@@ -107,7 +181,7 @@ def format_table(summary: dict[str, Any]) -> str:
         if best is None:
             lines.append(f"| {name} | - | - | - | {s['trials']} | {len(s['failed'])} | (no trial finished an epoch) |")
             continue
-        test = "-" if best["test"] is None else f"{best['test']:.5g}"
+        test = "-" if not _finite(best["test"]) else f"{best['test']:.5g}"
         lines.append(
             f"| {name} | {best['val']:.5g} | {test} | {best['epoch']} | {s['trials']} | {len(s['failed'])} | "
             f"{_short_config(best['config'])} |"
@@ -116,23 +190,55 @@ def format_table(summary: dict[str, Any]) -> str:
     if failures:
         lines.append("\nFailed trials:")
         lines += [f"- {name} {f['trial_id']}: {f['reason']}" for name, f in failures]
+    unfinished = [(n, t) for n, s in summary["strategies"].items() for t in s.get("unfinished", [])]
+    if unfinished:
+        lines.append(f"\nUnfinished trials ({len(unfinished)}; finish them with launch.py search --resume "
+                     f"{summary['run_dir']}): " + ", ".join(f"{n} {t}" for n, t in unfinished))
+    if "pareto_front" in summary:
+        lines += ["", format_pareto(summary)]
+    return "\n".join(lines)
+
+
+def format_pareto(summary: dict[str, Any]) -> str:
+    objectives = summary["objectives"]
+    names = [f"{o['task']}/{o['metric']} ({o['mode']})" for o in objectives]
+    lines = [f"Pareto front over {', '.join(names)}, at each trial's {summary['pareto_front']['at']}:",
+             "| strategy | trial | epoch | " + " | ".join(names) + " | configuration |",
+             "|" + "---|" * (len(names) + 4)]
+    for point in summary["pareto_front"]["trials"]:
+        values = " | ".join(f"{point['values'][o['key']]:.5g}" for o in objectives)
+        lines.append(f"| {point['strategy']} | {point['trial_id']} | {point['epoch']} | {values} | "
+                     f"{_short_config(point['config'])} |")
     return "\n".join(lines)
 
 
 def format_locations(summary: dict[str, Any]) -> str:
     run = summary["run_dir"]
+    results = summary.get("tune_storage", run)
     wandb = summary["wandb"]
     sync = f" (upload later: wandb sync {wandb['dir']}/offline-run-*)" if wandb["mode"] == "offline" else ""
-    return "\n".join(
-        [
-            f"results (Ray Tune, TensorBoard files): {run}   tensorboard --logdir {run}",
-            f"summary: {run}/summary.md, {run}/summary.json",
-            f"Optuna study: {summary['optuna_storage']}   optuna-dashboard {summary['optuna_storage']}",
-            f"W&B runs ({wandb['mode']}, project {wandb['project']}): {wandb['dir']}{sync}",
-        ]
-    )
+    lines = [
+        f"results (Ray Tune, TensorBoard files): {results}   tensorboard --logdir {results}",
+        f"summary: {run}/summary.md, {run}/summary.json   plots: launch.py report {run}",
+    ]
+    if summary.get("studies"):
+        storage = summary["optuna_storage"]
+        lines.append(f"Optuna study: {storage}   optuna-dashboard {storage}")
+    lines.append(f"W&B runs ({wandb['mode']}, project {wandb['project']}): {wandb['dir']}{sync}")
+    return "\n".join(lines)
 
 
-def write_summary(summary: dict[str, Any], folder: Path) -> None:
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    (folder / "summary.md").write_text(format_table(summary) + "\n\n" + format_locations(summary) + "\n")
+def write_summary(summary: dict[str, Any], run: RunFolder) -> None:
+    files = {
+        "summary.json": json.dumps(summary, indent=2, default=str),
+        "summary.md": format_table(summary) + "\n\n" + format_locations(summary) + "\n",
+    }
+    for name, text in files.items():
+        (run.path / name).write_text(text)
+    if is_url(run.tune_storage):  # next to the trial results on the shared storage as well
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(run.tune_storage)
+        for name, text in files.items():
+            with fs.open_output_stream(f"{root}/{name}") as out:
+                out.write(text.encode())

@@ -28,9 +28,15 @@ RANGE_KINDS = ("uniform", "loguniform", "int", "logint", "choice")
 
 SEARCH_FIELDS = {
     "num_samples": Field(int, 8, low=1, help="trials per strategy"),
-    "scheduler": Field(str, "asha", choices=("asha", "fifo"), help="early stopping of bad trials"),
-    "grace_period": Field(int, 2, low=1, help="ASHA: epochs every trial gets before it can be stopped"),
-    "reduction_factor": Field(int, 2, low=2, help="ASHA: keep 1/reduction_factor at each rung"),
+    "scheduler": Field(str, "asha", choices=("asha", "hyperband", "pbt", "fifo"),
+                       help="asha/hyperband stop bad trials early; pbt evolves the learning rate; fifo runs all"),
+    "grace_period": Field(int, 2, low=1, help="ASHA: epochs before a trial can be stopped; PBT: epochs between "
+                                              "perturbations"),
+    "reduction_factor": Field(int, 2, low=2, help="ASHA/HyperBand: keep 1/reduction_factor at each rung"),
+    "objectives": Field(list, None, help="multi-objective: validation metrics as 'task/metric' (Pareto front)"),
+    "strategy_mode": Field(str, "separate", choices=("separate", "categorical"),
+                           help="separate: one study per strategy; categorical: the strategy is a searched choice"),
+    "max_failures": Field(int, 3, low=0, help="retries of a trial whose worker died (from its last checkpoint)"),
     "seed": Field(int, 0, low=0, help="seed of the sampler and of every trial"),
     "max_concurrent_trials": Field(int, 0, low=0, help="0: as many as the resources allow"),
     "cpus_per_trial": Field(float, 1.0, low=0.01),
@@ -155,6 +161,20 @@ def parse_knobs(strategy: str, raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_objectives(raw: Any) -> list[str] | None:
+    """`task0/mse,task1/mse` (CLI) or a YAML list -> ['task0/mse', 'task1/mse']; tasks are checked later."""
+    if raw is None:
+        return None
+    items = [p.strip() for p in raw.split(",")] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise UserError(f"'search.objectives' must be a list of 'task/metric' names, got {raw!r}")
+    items = [i for i in items if i]
+    bad = [i for i in items if i.count("/") != 1 or not all(i.split("/"))]
+    if bad or len(items) < 2 or len(set(items)) != len(items):
+        raise UserError(f"'search.objectives' needs at least two distinct 'task/metric' names, got {raw!r}")
+    return items
+
+
 @dataclass
 class SearchSpec:
     config_path: Path
@@ -252,9 +272,11 @@ def load_spec(path: str | os.PathLike | None = None, overrides: dict[str, Any] |
     knobs = {s: parse_knobs(s, {**default_knob_ranges(s), **knob_overrides.get(s, {})}) for s in canonical}
 
     search_raw = dict(raw.get("search") or {})
-    for key in ("num_samples", "seed", "cpus_per_trial", "gpus_per_trial", "max_concurrent_trials", "scheduler"):
+    for key in ("num_samples", "seed", "cpus_per_trial", "gpus_per_trial", "max_concurrent_trials", "scheduler",
+                "objectives", "strategy_mode"):
         if key in overrides:
             search_raw[key] = overrides[key]
+    search_raw["objectives"] = parse_objectives(search_raw.get("objectives"))  # the CLI gives "a/m,b/m"
     search = check_options("search", search_raw, SEARCH_FIELDS)
 
     return SearchSpec(path, dataset, model, optimizer, training, objective, canonical, knobs, search)

@@ -1,0 +1,192 @@
+"""Faults on one machine: a worker node dies mid-search, the driver is killed mid-search.
+
+Both run in subprocesses: one owns a multi-node `ray.cluster_utils.Cluster`, the other is killed with
+SIGKILL; neither may collide with the session's shared Ray instance (tests/conftest.py).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.ray
+
+# Epochs long enough (a few hundred steps) that a fault lands while trials run.
+SLOW_TOY = {
+    "dataset": {"name": "toy_regression", "input_dim": 10, "num_samples": 8000},
+    "model": {"name": "mlp", "shared_layers": 1, "shared_width": 16},
+    "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-3, 1.0e-2]}},
+    "training": {"batch_size": 16, "epochs": 4},
+}
+
+
+def env(tmp_path: Path) -> dict:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled",
+            "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT)}
+
+
+def history(trial_dir: Path) -> list[dict]:
+    text = (trial_dir / "result.json").read_text() if (trial_dir / "result.json").exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def trial_dirs(experiment: Path) -> list[Path]:
+    return sorted(p for p in experiment.glob("train_trial_*") if p.is_dir())
+
+
+def assert_one_optuna_trial_per_tune_trial(storage: str, study: str, configs: list[dict]) -> None:
+    trials = optuna.load_study(study_name=study, storage=storage).trials
+    assert len(trials) == len(configs), "no lost or extra Optuna trials"
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sorted(t.params["optimizer/lr"] for t in trials) == sorted(c["optimizer"]["lr"] for c in configs)
+
+
+NODE_LOSS_SCRIPT = r"""
+import sys, threading, time
+from pathlib import Path
+from ray.cluster_utils import Cluster
+from tune_mtl.cli import main
+from tune_mtl.cluster import connect
+
+config, storage = sys.argv[1], Path(sys.argv[2])
+# The head has no CPUs, so every trial runs on the worker node; fast health checks detect its loss quickly.
+cluster = Cluster(initialize_head=True, head_node_args={
+    "num_cpus": 0, "include_dashboard": False,
+    "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                       "health_check_failure_threshold": 4}})
+worker = cluster.add_node(num_cpus=2)
+connect(cluster.address)  # what launch.py --address does; the search below then reuses the connection
+codes = []
+# The search runs in a thread: Ray starts (and kills) nodes only from the main thread.
+search = threading.Thread(target=lambda: codes.append(main([
+    "search", "--config", config, "--address", cluster.address, "--storage-path", str(storage), "--name", "run",
+    "--quiet", "--wandb-mode", "disabled"])))
+search.start()
+killed = False
+try:
+    while search.is_alive() and not killed:
+        if any(len(r.read_text().splitlines()) >= 2 for r in storage.glob("run/uniform/*/result.json")):
+            cluster.remove_node(worker, allow_graceful=False)
+            cluster.add_node(num_cpus=2)  # the replacement node (an autoscaler would start one)
+            killed = True
+        time.sleep(0.05)
+    search.join()
+finally:
+    import ray
+    ray.shutdown()
+    cluster.shutdown()
+print("NODE_KILLED" if killed else "NODE_NOT_KILLED")
+sys.exit(codes[0] if codes else 1)
+"""
+
+
+def test_worker_node_dies_and_its_trials_resume_elsewhere(tmp_path):
+    config = tmp_path / "node_loss.yaml"
+    config.write_text(yaml.safe_dump({
+        **SLOW_TOY, "strategies": ["uniform"],
+        "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_failures": 3},
+    }))
+    proc = subprocess.run([sys.executable, "-c", NODE_LOSS_SCRIPT, str(config), str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "NODE_KILLED" in proc.stdout
+
+    run = tmp_path / "run"
+    dirs = trial_dirs(run / "uniform")
+    assert len(dirs) == 3
+    restored = []
+    for trial in dirs:
+        rows = history(trial)
+        assert rows[-1]["epoch"] == 4 and not rows[-1].get("diverged"), "every trial has a final result"
+        assert {r["epoch"] for r in rows} == {1, 2, 3, 4}
+        # After a retry Tune restarts iterations_since_restore at 1; the trainer's epoch continues.
+        restored += [r["epoch"] for r in rows[1:] if r["iterations_since_restore"] == 1]
+    assert restored and min(restored) > 1, "a killed trial resumed from its checkpoint, not from epoch 1"
+
+    summary = json.loads((run / "summary.json").read_text())["strategies"]["uniform"]
+    assert summary["trials"] == 3 and not summary["failed"] and not summary["unfinished"]
+    configs = [json.loads((d / "params.json").read_text()) for d in dirs]
+    assert_one_optuna_trial_per_tune_trial(f"sqlite:///{run / 'optuna.db'}", "uniform", configs)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (from /proc: no psutil in this venv)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def kill_process_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process it started (its local Ray), by pid."""
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+
+
+def test_killed_driver_resumes_the_same_search(tmp_path):
+    config = tmp_path / "resume.yaml"
+    config.write_text(yaml.safe_dump({
+        **SLOW_TOY, "strategies": ["uniform", "random"],
+        "search": {"num_samples": 2, "scheduler": "fifo", "seed": 4, "max_concurrent_trials": 1},
+    }))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "launch.py", "search", "--config", str(config), "--storage-path", str(tmp_path),
+           "--name", "run", "--quiet", "--wandb-mode", "disabled"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(tmp_path))
+    deadline = time.monotonic() + 240
+    try:
+        # Kill once the second strategy's first trial has reported two epochs (and checkpointed them).
+        while not any(len(history(d)) >= 2 for d in trial_dirs(run / "random")):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the search never reached the second strategy"
+            time.sleep(0.05)
+    finally:
+        kill_process_tree(proc)
+    before = {d.name: history(d) for d in trial_dirs(run / "uniform")}
+    assert len(before) == 2 and all(rows[-1]["epoch"] == 4 for rows in before.values())
+    report = subprocess.run([sys.executable, "launch.py", "report", str(run)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env=env(tmp_path))
+    assert report.returncode == 0 and "| uniform |" in report.stdout, "report works on a crashed run"
+
+    resumed = subprocess.run([sys.executable, "launch.py", "search", "--resume", str(run), "--quiet"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300, env=env(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "=== uniform: finished before, kept as it is ===" in resumed.stdout
+    assert {d.name: history(d) for d in trial_dirs(run / "uniform")} == before, "finished trials not rerun"
+
+    dirs = trial_dirs(run / "random")
+    assert len(dirs) == 2, "the same number of trials, no duplicates"
+    continued = False
+    for trial in dirs:
+        rows = history(trial)
+        assert rows[-1]["epoch"] == 4 and {r["epoch"] for r in rows} == {1, 2, 3, 4}
+        continued |= any(r["iterations_since_restore"] == 1 and r["epoch"] > 1 for r in rows)
+    assert continued, "the interrupted trial continued from its checkpoint"
+
+    summary = json.loads((run / "summary.json").read_text())["strategies"]
+    assert [summary[s]["trials"] for s in ("uniform", "random")] == [2, 2]
+    assert not any(summary[s]["failed"] or summary[s]["unfinished"] for s in summary)
+    for strategy in ("uniform", "random"):
+        configs = [json.loads((d / "params.json").read_text()) for d in trial_dirs(run / strategy)]
+        assert_one_optuna_trial_per_tune_trial(f"sqlite:///{run / 'optuna.db'}", strategy, configs)
