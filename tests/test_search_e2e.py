@@ -21,6 +21,7 @@ def test_launch_search_two_strategies(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled", "WANDB_SILENT": "true"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]  # a clean exit, W&B included
     out = proc.stdout
     run = tmp_path / "e2e"
     table = [line for line in out.splitlines() if line.startswith("| uniform") or line.startswith("| random")]

@@ -7,6 +7,7 @@ never passed as an argument, printed, or written into configs or results.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ray.air.integrations.wandb import WandbLoggerCallback
@@ -25,6 +26,13 @@ class WandbCallback(WandbLoggerCallback):
         # Offline: no key needed; keep the rest of Ray's set-up (project/group resolution) as it is.
         self.api_key_file = None
         self.api_key = None
+
+    def __del__(self, _finalizing=sys.is_finalizing):  # bound now: module globals are None at exit
+        # Ray's __del__ calls ray.is_initialized(); when the callback is collected at interpreter exit the
+        # `ray` module global is already None and it prints a traceback. Its actors were stopped at
+        # on_experiment_end, so at exit there is nothing left to clean up.
+        if not _finalizing():
+            super().__del__()
 
 
 def wandb_callbacks(mode: str, project: str, folder: Path) -> list:
