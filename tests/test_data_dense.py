@@ -23,13 +23,6 @@ TINY_UNET = {"name": "unet", "width": 4, "depth": 2}
 TINY_RESNET = {"name": "resnet_dilated", "layers": 18, "width": 4, "aspp_channels": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The machine is shared: two threads per process under contention are ~20x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -22,13 +22,6 @@ from tune_mtl.strategies.nashmtl import nash_weights
 from tune_mtl.strategies.pcgrad import pcgrad_coefficients
 from tune_mtl.train import Trainer
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny models: intra-op threads only add synchronisation (20x slower on a busy 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 MINE = [

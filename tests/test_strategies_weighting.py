@@ -21,12 +21,6 @@ STRATEGIES = ["uw", "dwa", "gls", "gradnorm", "slgrad", "olaux", "gcosim", "auto
 AUXILIARY = {"slgrad", "olaux", "gcosim", "autolambda"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def toy_trainer(name: str, params: dict | None = None, **dataset) -> Trainer:
