@@ -20,24 +20,23 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least(kind: type, low: float, what: str):
+    """An argparse type: `kind(text)` no smaller than `low`, else one sentence naming the value."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {kind(low)}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+_positive_int = _at_least(int, 1, "a positive integer")
+_non_negative_float = _at_least(float, 0, "a number")
 
 
 def build_parser() -> argparse.ArgumentParser:
