@@ -74,12 +74,17 @@ class TensorBatches:
             yield self.split[order[start : start + self.batch_size]]
 
 
+def prepare_hint(dataset: str) -> str:
+    """The fix every missing-data error ends with."""
+    return f"run `python launch.py prepare {dataset} --root DIR` and set dataset.root to DIR"
+
+
 def require_files(dataset: str, root: str | os.PathLike | None, expected: list[str], what: str) -> Path:
     """Check that `root` holds every relative path in `expected`; otherwise one clear `UserError` naming the
     path, what was expected there and the `prepare` command."""
     from tune_mtl.errors import UserError
 
-    hint = f"run `python launch.py prepare {dataset} --root DIR` and set dataset.root to DIR"
+    hint = prepare_hint(dataset)
     if not root:
         raise UserError(f"data set '{dataset}' needs 'dataset.root' (a folder with {what}); {hint}")
     base = Path(root).expanduser()

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, require_files
+from tune_mtl.data.base import DataBundle, Task, prepare_hint, require_files
 from tune_mtl.data.cifar10 import ImageSplit
 from tune_mtl.errors import UserError, unknown_name
 from tune_mtl.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
@@ -190,7 +190,7 @@ def check_images(base: Path, filenames: list[str]) -> None:
         raise UserError(
             f"data root '{base}' is missing {len(missing)} of the {len(filenames)} images listed in "
             f"list_eval_partition.txt under {IMAGES} (e.g. {', '.join(missing[:3])}); "
-            f"run `python launch.py prepare {NAME} --root DIR` and set dataset.root to DIR"
+            f"{prepare_hint(NAME)}"
         )
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tune_mtl.data.base import Task, require_files
+from tune_mtl.data.base import Task, prepare_hint, require_files
 from tune_mtl.errors import UserError
 from tune_mtl.metrics import (
     DepthMetric,
@@ -89,7 +89,7 @@ def check_layout(
     root = find_layout_root(root, f"train/{folders[0]}")
     expected = [f"{split}/{folder}" for split in ("train", "val") for folder in folders]
     base = require_files(dataset, root, expected, what)
-    hint = f"run `python launch.py prepare {dataset} --root DIR` and set dataset.root to DIR"
+    hint = prepare_hint(dataset)
     found: dict[str, list[int]] = {}
     for split in ("train", "val"):
         reference = indices_of(base / split / folders[0])

@@ -27,7 +27,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, require_files
+from tune_mtl.data.base import DataBundle, Task, prepare_hint, require_files
 from tune_mtl.data.npy_dense import segmentation_task, split_train_val
 from tune_mtl.errors import UserError
 from tune_mtl.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
@@ -77,14 +77,14 @@ def check_files(root: str | None) -> Path:
             ids = [line.split()[0] for line in file if line.strip()]
         if not ids:
             raise UserError(f"data root '{base}' has an empty {FOLDER}/annotations/{split}.txt (expected {WHAT}); "
-                            f"run `python launch.py prepare {NAME} --root DIR` and set dataset.root to DIR")
+                            f"{prepare_hint(NAME)}")
         for folder, have, ext in (("images", images, "jpg"), ("annotations/trimaps", trimaps, "png")):
             missing = [i for i in ids if i not in have]
             if missing:
                 raise UserError(
                     f"data root '{base}' is missing {FOLDER}/{folder}/{missing[0]}.{ext}"
                     f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''} listed in {split}.txt "
-                    f"(expected {WHAT}); run `python launch.py prepare {NAME} --root DIR` and set dataset.root to DIR"
+                    f"(expected {WHAT}); {prepare_hint(NAME)}"
                 )
     return base
 
