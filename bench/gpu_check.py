@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from tune_mtl import strategies  # noqa: E402
-from tune_mtl.train import Trainer  # noqa: E402
+from tune_mtl.training.trainer import Trainer  # noqa: E402
 
 
 def check(name: str, device: str, epochs: int) -> dict:

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from tune_mtl.cli import main
-from tune_mtl.cluster import check_resources
-from tune_mtl.errors import UserError
+from tune_mtl.search.cluster import check_resources
+from tune_mtl.core.errors import UserError
 
 TINY = ["--strategies", "uniform", "--num-samples", "2", "--epochs", "1", "--quiet", "--wandb-mode", "disabled"]
 
@@ -54,9 +54,9 @@ def test_gpus_per_trial_on_a_cpu_cluster_fails_before_any_trial(tmp_path, ray_se
 
 def test_trial_resources_and_concurrency_reach_tune(tmp_path):
     """--cpus-per-trial, fractional --gpus-per-trial and --max-concurrent-trials end up in what Tune schedules."""
-    from tune_mtl.run_folder import RunFolder
-    from tune_mtl.search import build_tuner, make_trainable
-    from tune_mtl.search_spec import load_spec
+    from tune_mtl.storage.run_folder import RunFolder
+    from tune_mtl.search.engine import build_tuner, make_trainable
+    from tune_mtl.search.spec import load_spec
 
     spec = load_spec(None, {"cpus_per_trial": 2, "gpus_per_trial": 0.25, "max_concurrent_trials": 3})
     assert make_trainable(spec)._resources.required_resources == {"CPU": 2.0, "GPU": 0.25}

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from tune_mtl.cli import main
-from tune_mtl.search_spec import Range, load_spec
+from tune_mtl.search.spec import Range, load_spec
 
 
 def run_cli(capsys, *argv):

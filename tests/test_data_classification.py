@@ -13,9 +13,9 @@ import torch
 from fixtures_classification import write_celeba, write_cifar10, write_mnist
 from tune_mtl import data, models
 from tune_mtl.data import multi_mnist as mm
-from tune_mtl.errors import UserError
-from tune_mtl.metrics import ClassificationMetric, per_sample_cross_entropy
-from tune_mtl.train import Trainer
+from tune_mtl.core.errors import UserError
+from tune_mtl.core.metrics import ClassificationMetric, per_sample_cross_entropy
+from tune_mtl.training.trainer import Trainer
 
 
 # -- metrics ---------------------------------------------------------------------------------------------------

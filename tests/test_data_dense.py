@@ -14,9 +14,9 @@ from fixtures_dense import write_cityscapes, write_nyuv2, write_oxford_pet
 from tune_mtl import data, models
 from tune_mtl.data.cityscapes import CATEGORY_OF_TRAIN_ID
 from tune_mtl.data.npy_dense import scale_crop_flip
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 from tune_mtl.models.resnet_dilated import ResNetDilated
-from tune_mtl.train import Trainer
+from tune_mtl.training.trainer import Trainer
 
 TINY_SEGNET = {"name": "segnet", "width_multiplier": 0.0625}  # filters 4-8-16-32-32
 TINY_UNET = {"name": "unet", "width": 4, "depth": 2}

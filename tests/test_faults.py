@@ -54,7 +54,7 @@ import sys, threading, time
 from pathlib import Path
 from ray.cluster_utils import Cluster
 from tune_mtl.cli import main
-from tune_mtl.cluster import connect
+from tune_mtl.search.cluster import connect
 
 config, storage = sys.argv[1], Path(sys.argv[2])
 # The head has no CPUs, so every trial runs on the worker node; fast health checks detect its loss quickly.

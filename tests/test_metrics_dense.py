@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tune_mtl.delta_m import delta_m
-from tune_mtl.metrics import (
+from tune_mtl.core.delta_m import delta_m
+from tune_mtl.core.metrics import (
     DepthMetric,
     NormalMetric,
     SegmentationMetric,
@@ -17,7 +17,7 @@ from tune_mtl.metrics import (
     per_sample_normal_cosine,
     per_sample_segmentation_cross_entropy,
 )
-from tune_mtl.train import HIGHER_IS_BETTER
+from tune_mtl.training.objective import HIGHER_IS_BETTER
 
 
 def one_hot_logits(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

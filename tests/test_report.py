@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tune_mtl.cli import main
-from tune_mtl.plots import importances
+from tune_mtl.reporting.plots import importances
 
 WANDB_KEY = "secret-xyz"
 DB_PASSWORD = "pw-8c1e77"
@@ -98,7 +98,7 @@ def test_storage_url_is_passed_to_tune(tmp_path, ray_session, monkeypatch):
 def test_an_errored_trial_is_listed_with_its_reason(tmp_path, ray_session):
     from ray import tune
 
-    from tune_mtl.report import load_trials, strategy_summary
+    from tune_mtl.reporting.summary import load_trials, strategy_summary
 
     def explode(config):
         tune.report({"val/objective": 1.0, "epoch": 1})

@@ -11,8 +11,8 @@ import yaml
 from ray import tune
 
 from tune_mtl.cli import main
-from tune_mtl.pareto import dominates
-from tune_mtl.trial import CHECKPOINT_FILE, load_checkpoint
+from tune_mtl.reporting.pareto import dominates
+from tune_mtl.training.trainable import CHECKPOINT_FILE, load_checkpoint
 
 TINY = {
     "dataset": {"name": "toy_regression", "input_dim": 10, "num_samples": 200},
@@ -83,8 +83,8 @@ def test_categorical_strategy_with_conditional_knobs_under_hyperband(tmp_path, r
 def test_pbt_runs_without_optuna_and_is_set_up_to_mutate_the_learning_rate(tmp_path, ray_session, capsys):
     from ray.tune.schedulers import PopulationBasedTraining
 
-    from tune_mtl.search import make_scheduler, make_searcher
-    from tune_mtl.search_spec import load_spec
+    from tune_mtl.search.engine import make_scheduler, make_searcher
+    from tune_mtl.search.spec import load_spec
 
     summary = search(tmp_path, "pbt", ["uniform"], {"num_samples": 2, "seed": 1, "scheduler": "pbt",
                                                     "grace_period": 1})
@@ -115,7 +115,7 @@ def test_a_search_space_without_ranges_is_refused(tmp_path, capsys):
 
 def test_restored_trial_takes_the_learning_rate_of_its_new_config(tmp_path):
     """PBT hands a trial another trial's checkpoint with a perturbed lr: the config's lr must win."""
-    from tune_mtl.train import Trainer
+    from tune_mtl.training.trainer import Trainer
 
     config = {"dataset": {"name": "toy_regression", "input_dim": 10, "num_samples": 50},
               "optimizer": {"name": "adam", "lr": 0.01}, "training": {"epochs": 1}}

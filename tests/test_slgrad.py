@@ -15,7 +15,7 @@ from tune_mtl.strategies import build
 from tune_mtl.strategies import slgrad as slgrad_module
 from tune_mtl.strategies.base import StepContext
 from tune_mtl.strategies.slgrad import normalised_sample_weights
-from tune_mtl.train import Trainer
+from tune_mtl.training.trainer import Trainer
 
 
 @pytest.fixture(autouse=True)

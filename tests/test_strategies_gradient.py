@@ -20,7 +20,7 @@ from tune_mtl.strategies.imtl import imtl_g_weights
 from tune_mtl.strategies.min_norm import min_norm_weights, project_simplex
 from tune_mtl.strategies.nashmtl import nash_weights
 from tune_mtl.strategies.pcgrad import pcgrad_coefficients
-from tune_mtl.train import Trainer
+from tune_mtl.training.trainer import Trainer
 
 
 

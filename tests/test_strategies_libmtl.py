@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tune_mtl import strategies
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 from tune_mtl.strategies.base import StepContext
 from tune_mtl.strategies.db_mtl import DBMTL
 from tune_mtl.strategies.fairgrad import fairgrad_weights
@@ -22,7 +22,7 @@ from tune_mtl.strategies.recon import conflict_counts
 from tune_mtl.strategies.sdmgrad import SDMGrad
 from tune_mtl.strategies.stch import STCH, smooth_tchebycheff
 from tune_mtl.strategies.stochastic_moo import project_to_simplex
-from tune_mtl.train import Trainer
+from tune_mtl.training.trainer import Trainer
 
 torch.set_num_threads(1)
 

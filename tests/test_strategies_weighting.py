@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 from tune_mtl.models.mlp import build_mlp_hps
 from tune_mtl.strategies import build
 from tune_mtl.strategies.base import StepContext
 from tune_mtl.strategies.gradnorm import last_shared_layer
-from tune_mtl.train import Trainer
+from tune_mtl.training.trainer import Trainer
 
 STRATEGIES = ["uw", "dwa", "gls", "gradnorm", "slgrad", "olaux", "gcosim", "autolambda"]
 AUXILIARY = {"slgrad", "olaux", "gcosim", "autolambda"}

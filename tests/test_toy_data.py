@@ -3,8 +3,8 @@ import torch
 
 from tune_mtl import data
 from tune_mtl.data.toy import NOISE_CONSTANT
-from tune_mtl.errors import UserError
-from tune_mtl.train import Trainer
+from tune_mtl.core.errors import UserError
+from tune_mtl.training.trainer import Trainer
 
 
 def build(**options):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tune_mtl.train import Trainer, TrialDiverged
+from tune_mtl.training.trainer import Trainer, TrialDiverged
 
 CONFIG = {
     "dataset": {"name": "toy_regression", "num_tasks": 2, "input_dim": 20},
@@ -87,7 +87,7 @@ def test_delta_m_objective_against_baselines():
     ],
 )
 def test_bad_objective_is_a_clear_error(objective, needle):
-    from tune_mtl.errors import UserError
+    from tune_mtl.core.errors import UserError
 
     with pytest.raises(UserError, match=needle):
         Trainer({**CONFIG, "objective": objective})

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 
 SUBCOMMANDS = ("search", "report", "strategies", "datasets", "prepare")
 
@@ -124,8 +124,8 @@ RESUME_KEEPS = ("config", "strategies", "num_samples", "epochs", "seed", "cpus_p
 
 
 def _search(args: argparse.Namespace) -> int:
-    from tune_mtl.search import RunOptions, resume_search, run_search
-    from tune_mtl.search_spec import load_spec
+    from tune_mtl.search.engine import RunOptions, resume_search, run_search
+    from tune_mtl.search.spec import load_spec
 
     options = RunOptions(
         storage_path=args.storage_path,
@@ -160,7 +160,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from tune_mtl.report import format_locations, format_table
+    from tune_mtl.reporting.summary import format_locations, format_table
 
     objective = summary["objective"]
     print(f"\nBest configuration per strategy (objective: validation {objective['metric']} of task "
@@ -171,11 +171,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from tune_mtl.plots import write_plots
-    from tune_mtl.report import summarise_run, write_summary
-    from tune_mtl.run_folder import open_run
-    from tune_mtl.search import experiments
-    from tune_mtl.search_spec import load_spec
+    from tune_mtl.reporting.plots import write_plots
+    from tune_mtl.reporting.summary import summarise_run, write_summary
+    from tune_mtl.storage.run_folder import open_run
+    from tune_mtl.search.engine import experiments
+    from tune_mtl.search.spec import load_spec
 
     run = open_run(args.run_dir)
     spec = load_spec(run.path / "search_space.yaml")

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tune_mtl.data.base import DataBundle, Task, TensorSplit, make_loader
-from tune_mtl.errors import unknown_name
-from tune_mtl.registry import import_submodules
-from tune_mtl.options import Field, check_options
+from tune_mtl.core.errors import unknown_name
+from tune_mtl.core.registry import import_submodules
+from tune_mtl.core.options import Field, check_options
 
 Builder = Callable[[dict[str, Any], int], DataBundle]
 _BUILDERS: dict[str, Builder] = {}
@@ -79,7 +79,7 @@ def resolve(name: str) -> str:
 
 
 def default_model(name: str) -> str:
-    from tune_mtl.errors import UserError
+    from tune_mtl.core.errors import UserError
 
     key = resolve(name)
     if key not in _DEFAULT_MODEL:

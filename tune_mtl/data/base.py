@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from tune_mtl.metrics import Metric, MetricDirection
+from tune_mtl.core.metrics import Metric, MetricDirection
 
 Batch = tuple[Tensor, tuple[Tensor, ...]]
 
@@ -82,7 +82,7 @@ def prepare_hint(dataset: str) -> str:
 def require_files(dataset: str, root: str | os.PathLike | None, expected: list[str], what: str) -> Path:
     """Check that `root` holds every relative path in `expected`; otherwise one clear `UserError` naming the
     path, what was expected there and the `prepare` command."""
-    from tune_mtl.errors import UserError
+    from tune_mtl.core.errors import UserError
 
     hint = prepare_hint(dataset)
     if not root:
@@ -116,7 +116,7 @@ def split_indices(
 ) -> dict[str, Tensor]:
     """Seeded disjoint train/val indices from a training set and test indices from a test set, after checking
     that the requested sizes fit (one clear error naming the option and what `source` holds)."""
-    from tune_mtl.errors import UserError
+    from tune_mtl.core.errors import UserError
 
     if n_train + n_val > available_train:
         raise UserError(

@@ -35,9 +35,9 @@ from torch.utils.data import Dataset
 from tune_mtl.data import register
 from tune_mtl.data.base import DataBundle, Task, prepare_hint, require_files
 from tune_mtl.data.cifar10 import ImageSplit
-from tune_mtl.errors import UserError, unknown_name
-from tune_mtl.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
-from tune_mtl.options import Field
+from tune_mtl.core.errors import UserError, unknown_name
+from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
+from tune_mtl.core.options import Field
 
 NAME = "celeba"
 FOLDER = "celeba"

@@ -39,8 +39,8 @@ from tune_mtl.data.npy_dense import (
     parse_size,
     segmentation_task,
 )
-from tune_mtl.errors import UserError
-from tune_mtl.options import Field
+from tune_mtl.core.errors import UserError
+from tune_mtl.core.options import Field
 
 NAME = "cityscapes"
 ARCHIVE_URL = "https://www.dropbox.com/s/lg2ktu7o8hzwf99/cityscapes2.zip?dl=0"

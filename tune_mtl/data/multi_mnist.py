@@ -23,9 +23,9 @@ import torch.nn.functional as F
 
 from tune_mtl.data import register
 from tune_mtl.data.base import DataBundle, Task, TensorSplit, require_files, split_indices
-from tune_mtl.errors import UserError
-from tune_mtl.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
-from tune_mtl.options import Field
+from tune_mtl.core.errors import UserError
+from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
+from tune_mtl.core.options import Field
 
 NAME = "multi_mnist"
 RAW_FILES = [

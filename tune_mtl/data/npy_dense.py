@@ -32,8 +32,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tune_mtl.data.base import Task, prepare_hint, require_files
-from tune_mtl.errors import UserError
-from tune_mtl.metrics import (
+from tune_mtl.core.errors import UserError
+from tune_mtl.core.metrics import (
     DepthMetric,
     MetricDirection,
     NormalMetric,
@@ -42,7 +42,7 @@ from tune_mtl.metrics import (
     per_sample_normal_cosine,
     per_sample_segmentation_cross_entropy,
 )
-from tune_mtl.options import Field
+from tune_mtl.core.options import Field
 
 MTAN_SCALES = (1.0, 1.2, 1.5)
 

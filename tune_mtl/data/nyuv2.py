@@ -32,7 +32,7 @@ from tune_mtl.data.npy_dense import (
     parse_size,
     segmentation_task,
 )
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 
 NAME = "nyuv2"
 NUM_CLASSES = 13

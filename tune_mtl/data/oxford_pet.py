@@ -29,9 +29,9 @@ from torchvision.transforms import functional as TF
 from tune_mtl.data import register
 from tune_mtl.data.base import DataBundle, Task, prepare_hint, require_files
 from tune_mtl.data.npy_dense import segmentation_task, split_train_val
-from tune_mtl.errors import UserError
-from tune_mtl.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
-from tune_mtl.options import Field
+from tune_mtl.core.errors import UserError
+from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
+from tune_mtl.core.options import Field
 
 NAME = "oxford_pet"
 NUM_BREEDS = 37

@@ -19,15 +19,15 @@ import torch
 
 from tune_mtl.data import register
 from tune_mtl.data.base import DataBundle, Task, TensorSplit
-from tune_mtl.metrics import (
+from tune_mtl.core.metrics import (
     ClassificationMetric,
     MetricDirection,
     RegressionMetric,
     per_sample_cross_entropy,
     per_sample_mse,
 )
-from tune_mtl.errors import UserError
-from tune_mtl.options import Field
+from tune_mtl.core.errors import UserError
+from tune_mtl.core.options import Field
 
 NOISE_CONSTANT = -0.5
 NOISE_STD = 0.2

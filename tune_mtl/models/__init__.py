@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tune_mtl.errors import UserError, unknown_name
+from tune_mtl.core.errors import UserError, unknown_name
 from tune_mtl.models.hps import HPSModel
-from tune_mtl.options import Field, check_options
-from tune_mtl.registry import import_submodules
+from tune_mtl.core.options import Field, check_options
+from tune_mtl.core.registry import import_submodules
 
 _BUILDERS: dict[str, Callable[..., HPSModel]] = {}
 _OPTIONS: dict[str, dict[str, Field]] = {}

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 
 DENSE_KINDS = {"segmentation", "depth", "normal"}
 POOLED_KINDS = {"classification", "binary"}

@@ -14,10 +14,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 from tune_mtl.models import register
 from tune_mtl.models.hps import HPSModel
-from tune_mtl.options import Field
+from tune_mtl.core.options import Field
 
 
 def scaled(base: int, width: float) -> int:

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 from tune_mtl.models import register
 from tune_mtl.models.hps import HPSModel
-from tune_mtl.options import Field
+from tune_mtl.core.options import Field
 
 BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 

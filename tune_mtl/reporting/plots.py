@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from tune_mtl.run_folder import RunFolder  # noqa: E402
-from tune_mtl.secrets import is_masked  # noqa: E402
+from tune_mtl.storage.run_folder import RunFolder  # noqa: E402
+from tune_mtl.storage.secrets import is_masked  # noqa: E402
 
 MIN_TRIALS_FOR_IMPORTANCE = 2
 

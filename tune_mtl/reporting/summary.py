@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from tune_mtl.pareto import front
-from tune_mtl.run_folder import RunFolder, is_url
-from tune_mtl.trial import DIVERGED, FAILURE_REASON
+from tune_mtl.reporting.pareto import front
+from tune_mtl.storage.run_folder import RunFolder, is_url
+from tune_mtl.core.keys import DIVERGED, FAILURE_REASON, OBJECTIVE, TEST_OBJECTIVE
 
-OBJECTIVE = "val/objective"
-TEST_OBJECTIVE = "test/objective"
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 PARETO_AT = "last epoch (the values each trial reported last: what the multi-objective study was told)"
 

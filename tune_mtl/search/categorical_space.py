@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tune_mtl.search_spec import Range, SearchSpec
+from tune_mtl.search.spec import Range, SearchSpec
 
 SECTIONS = ("dataset", "model", "optimizer", "training")
 

@@ -10,7 +10,7 @@ import os
 import socket
 from typing import Any
 
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 
 CONNECT_TIMEOUT_S = 3.0
 # Addresses ray.init resolves itself (a running local instance, or a Ray Client URL with its own timeout).

@@ -3,7 +3,7 @@
 Default (`strategy_mode: separate`): one Tuner and one Optuna TPE study per strategy. Each strategy gets the
 same trial budget, and TPE's model of the learning rate is not blurred across strategies whose optima
 differ. `strategy_mode: categorical` runs one study in which the strategy is a searched choice with its own
-conditional knobs (`tune_mtl.categorical_space`). All studies share one Optuna storage: SQLite under the
+conditional knobs (`tune_mtl.search.categorical_space`). All studies share one Optuna storage: SQLite under the
 run folder by default, or `--optuna-storage` (a PostgreSQL/MySQL URL on a cluster).
 
 A search killed half-way continues with `--resume RUN_DIR`: experiments that finished are not rerun, the
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tune_mtl.errors import UserError
-from tune_mtl.run_folder import RunFolder, is_url, new_run, open_run
-from tune_mtl.search_spec import Range, SearchSpec
+from tune_mtl.core.errors import UserError
+from tune_mtl.core.keys import OBJECTIVE
+from tune_mtl.storage.run_folder import RunFolder, is_url, new_run, open_run
+from tune_mtl.search.spec import Range, SearchSpec
 
-OBJECTIVE = "val/objective"
 CATEGORICAL = "categorical"  # the experiment (and study) name of a categorical-strategy search
 SPEC_FILE = "search_space.yaml"
 # How often Tune snapshots the experiment (what --resume restores); Ray's default adapts up to minutes.
@@ -52,7 +52,7 @@ def resolve_search_objective(spec: SearchSpec) -> dict[str, Any]:
     """Task, metric and min/max of the objective (and of each objective of a multi-objective search);
     builds the data set once (with its fixed options) to check the task and metric names."""
     from tune_mtl import data
-    from tune_mtl.train import resolve_objective
+    from tune_mtl.training.objective import resolve_objective
 
     options = {k: v for k, v in spec.dataset.items() if k != "name" and not isinstance(v, Range)}
     bundle = data.build(spec.dataset["name"], options, spec.search["seed"])
@@ -132,8 +132,8 @@ def make_searcher(spec: SearchSpec, experiment: str, objective: dict[str, Any], 
     """An Optuna searcher on `storage`, or None where Tune samples by itself (PBT)."""
     import optuna
 
-    from tune_mtl.categorical_space import StrategyChoiceSpace
-    from tune_mtl.studies import StudySearch
+    from tune_mtl.search.categorical_space import StrategyChoiceSpace
+    from tune_mtl.search.studies import StudySearch
 
     if spec.search["scheduler"] == "pbt":
         return None
@@ -150,7 +150,7 @@ def make_searcher(spec: SearchSpec, experiment: str, objective: dict[str, Any], 
 
 
 def param_space(spec: SearchSpec, experiment: str) -> dict[str, Any]:
-    from tune_mtl.categorical_space import fixed_space
+    from tune_mtl.search.categorical_space import fixed_space
 
     return fixed_space(spec) if experiment == CATEGORICAL else spec.param_space(experiment)
 
@@ -158,7 +158,7 @@ def param_space(spec: SearchSpec, experiment: str) -> dict[str, Any]:
 def make_trainable(spec: SearchSpec):
     from ray import tune
 
-    from tune_mtl.trial import train_trial
+    from tune_mtl.training.trainable import train_trial
 
     search = spec.search
     return tune.with_resources(train_trial, {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]})
@@ -168,7 +168,7 @@ def build_tuner(spec: SearchSpec, experiment: str, run: RunFolder, objective: di
                 verbose: int = 1):
     from ray import tune
 
-    from tune_mtl.tracking import wandb_callbacks
+    from tune_mtl.search.tracking import wandb_callbacks
 
     search = spec.search
     single = not objective.get("objectives")
@@ -219,7 +219,7 @@ def set_aside(run: RunFolder, experiment: str) -> None:
 # -- running -------------------------------------------------------------------------------------------
 def prepare_cluster(spec: SearchSpec, address: str | None) -> None:
     """Connect to Ray and check that a trial fits on a node, before anything is written."""
-    from tune_mtl.cluster import alive_nodes, check_resources, connect
+    from tune_mtl.search.cluster import alive_nodes, check_resources, connect
 
     connect(address)
     check_resources(spec.search, alive_nodes())
@@ -229,7 +229,7 @@ def run_search(spec: SearchSpec, options: RunOptions) -> dict[str, Any]:
     """Start a new search; returns (and writes) the summary."""
     import yaml
 
-    from tune_mtl.secrets import mask_url
+    from tune_mtl.storage.secrets import mask_url
 
     objective = resolve_search_objective(spec)
     notes = plan_notes(spec)
@@ -245,8 +245,8 @@ def run_search(spec: SearchSpec, options: RunOptions) -> dict[str, Any]:
 
 def resume_search(run_dir: str, options: RunOptions) -> dict[str, Any]:
     """Finish the search of RUN_DIR with its saved search space and options."""
-    from tune_mtl.search_spec import load_spec
-    from tune_mtl.secrets import is_masked, mask_url
+    from tune_mtl.search.spec import load_spec
+    from tune_mtl.storage.secrets import is_masked, mask_url
 
     run = open_run(run_dir)
     spec = load_spec(run.path / SPEC_FILE)
@@ -269,9 +269,9 @@ def execute(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna_url: s
     """`optuna_url`: --optuna-storage with its password, or None for the run folder's SQLite study."""
     from ray import tune
 
-    from tune_mtl.report import summarise_run, write_summary
-    from tune_mtl.run_folder import default_storage_url
-    from tune_mtl.studies import open_storage
+    from tune_mtl.reporting.summary import summarise_run, write_summary
+    from tune_mtl.storage.run_folder import default_storage_url
+    from tune_mtl.search.studies import open_storage
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_S)
     # Per-epoch checkpoints of small trials trip Tune's "snapshotting too often"/"slow callback" warnings,

@@ -15,9 +15,9 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from tune_mtl.errors import UserError
-from tune_mtl.secrets import is_masked, mask_url
-from tune_mtl.trial import DIVERGED
+from tune_mtl.core.errors import UserError
+from tune_mtl.storage.secrets import is_masked, mask_url
+from tune_mtl.core.keys import DIVERGED
 
 _REAL_URLS: dict[str, str] = {}  # masked URL -> URL with its password, for this process only
 

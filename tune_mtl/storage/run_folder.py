@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 
 RECORD = "run.json"
 LOCAL_RUNS_FOR_URLS = Path("runs")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tune_mtl.errors import UserError, unknown_name
-from tune_mtl.registry import import_submodules
+from tune_mtl.core.errors import UserError, unknown_name
+from tune_mtl.core.registry import import_submodules
 from tune_mtl.strategies.base import GradientAggregation, GramianWeighting, LossWeighting, Strategy
 
 _INTERNAL = {"base", "jacobian"}

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 
 Batch = tuple[Tensor, tuple[Tensor, ...]]  # (inputs, one target tensor per task)
 
@@ -121,7 +121,7 @@ class Strategy:
             )
         unknown = set(params) - set(self.knobs)
         if unknown:
-            from tune_mtl.errors import unknown_name
+            from tune_mtl.core.errors import unknown_name
 
             raise unknown_name(f"hyperparameter of strategy '{self.name}'", sorted(unknown)[0], self.knobs)
         self.num_tasks = num_tasks

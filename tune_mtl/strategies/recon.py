@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tune_mtl.errors import UserError
+from tune_mtl.core.errors import UserError
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.base import Knob, StepContext, Strategy
 

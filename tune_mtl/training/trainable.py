@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from tune_mtl.core.keys import DIVERGED, FAILURE_REASON
+
 CHECKPOINT_FILE = "trainer.pt"
-DIVERGED = "diverged"
-FAILURE_REASON = "failure_reason"
 
 
 def pick_device() -> torch.device:
@@ -59,7 +59,7 @@ def load_checkpoint(trainer, checkpoint) -> None:
 def train_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
-    from tune_mtl.train import Trainer, TrialDiverged
+    from tune_mtl.training.trainer import Trainer, TrialDiverged
 
     torch.set_num_threads(assigned_cpus())  # N trials on N cores: one intra-op thread each, not N each
     trainer = Trainer(config, device=pick_device())

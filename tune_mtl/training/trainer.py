@@ -17,64 +17,14 @@ import torch
 from torch import Tensor
 
 from tune_mtl import data, models, strategies
-from tune_mtl.config import TrialConfig
-from tune_mtl.delta_m import delta_m
+from tune_mtl.training.objective import resolve_objective
+from tune_mtl.training.trial_config import TrialConfig
+from tune_mtl.core.delta_m import delta_m
 from tune_mtl.data.base import Batch, Task, TensorSplit, cycle, make_loader
-from tune_mtl.errors import UserError, unknown_name
+from tune_mtl.core.errors import UserError
 from tune_mtl.strategies.base import StepContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What a search optimises: one task's metric, or Delta_m% over the metrics that have baselines."""
-
-    task: int | None  # None for delta_m
-    metric: str
-    mode: str  # min | max
-    baselines: dict[str, float]  # "task/metric" -> single-task value
-    higher_is_better: dict[str, bool]
-
-    def value(self, metrics: dict[str, float], split: str, tasks: list[Task]) -> float:
-        if self.task is None:
-            return metrics[f"{split}/delta_m"]
-        return metrics[f"{split}/{tasks[self.task].name}/{self.metric}"]
-
-
-def metric_is_higher_better(task: Task, metric: str) -> bool:
-    return task.primary.higher_is_better if metric == task.primary.name else metric in HIGHER_IS_BETTER
-
-
-def resolve_objective(tasks: list[Task], objective: dict[str, Any]) -> Objective:
-    """The metric a search optimises (default: task 0's primary metric), checked against the tasks."""
-    by_name = {t.name: t for t in tasks}
-    baselines = dict(objective.get("baselines") or {})
-    directions = {}
-    for key, value in baselines.items():
-        task_name, _, metric = str(key).partition("/")
-        if task_name not in by_name or metric not in by_name[task_name].make_metric().names:
-            accepted = [f"{t.name}/{m}" for t in tasks for m in t.make_metric().names]
-            raise unknown_name("baseline metric (task/metric)", str(key), accepted)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value == 0:
-            raise UserError(f"baseline 'objective.baselines.{key}' must be a non-zero number, got {value!r}")
-        directions[key] = metric_is_higher_better(by_name[task_name], metric)
-    if objective.get("metric") == "delta_m":
-        if not baselines:
-            raise UserError("objective metric 'delta_m' needs 'objective.baselines' ({'task/metric': value, ...})")
-        return Objective(None, "delta_m", "min", baselines, directions)
-    names = [t.name for t in tasks]
-    task_name = objective.get("task")
-    if task_name is not None and task_name not in names:
-        raise unknown_name("objective task", task_name, names)
-    index = 0 if task_name is None else names.index(task_name)
-    task = tasks[index]
-    metric = objective.get("metric") or task.primary.name
-    metric_names = task.make_metric().names
-    if metric not in metric_names:
-        raise UserError(f"task '{task.name}' has no metric '{metric}'; accepted: {', '.join(metric_names)}, delta_m")
-    mode = "max" if metric_is_higher_better(task, metric) else "min"
-    return Objective(index, metric, mode, baselines, directions)
 
 
 class TrialDiverged(RuntimeError):
@@ -271,7 +221,3 @@ class Trainer:
         random.setstate(rng["python"])
         if rng["loader"] is not None and getattr(self.train_loader, "generator", None) is not None:
             self.train_loader.generator.set_state(rng["loader"])
-
-
-# Non-primary metrics where larger is better (primary metrics carry their own direction).
-HIGHER_IS_BETTER = {"accuracy", "f1", "miou", "pixel_accuracy", "within_11.25", "within_22.5", "within_30"}

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune_mtl import data, models, strategies
-from tune_mtl.errors import UserError
-from tune_mtl.options import Field, check_options
+from tune_mtl.core.errors import UserError
+from tune_mtl.core.options import Field, check_options
 
 OPTIMIZER_FIELDS = {
     "name": Field(str, "adam", choices=("adam", "sgd"), help="torch.optim.Adam or torch.optim.SGD"),
