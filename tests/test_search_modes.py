@@ -12,7 +12,7 @@ from ray import tune
 
 from tune_mtl.cli import main
 from tune_mtl.reporting.pareto import dominates
-from tune_mtl.training.trainable import CHECKPOINT_FILE, load_checkpoint
+from tune_mtl.search.trainable import CHECKPOINT_FILE, load_checkpoint
 
 TINY = {
     "dataset": {"name": "toy_regression", "input_dim": 10, "num_samples": 200},

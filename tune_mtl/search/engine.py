@@ -158,7 +158,7 @@ def param_space(spec: SearchSpec, experiment: str) -> dict[str, Any]:
 def make_trainable(spec: SearchSpec):
     from ray import tune
 
-    from tune_mtl.training.trainable import train_trial
+    from tune_mtl.search.trainable import train_trial
 
     search = spec.search
     return tune.with_resources(train_trial, {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]})

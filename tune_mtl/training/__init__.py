@@ -1,4 +1,5 @@
-"""One trial: its typed config, the objective it reports, the training loop and the Ray trainable.
+"""One trial without Ray: its typed config, the objective it reports and the training loop.
 
-Imports only down (core, data, models, strategies); never search, reporting or storage.
+Imports only down (core, data, models, strategies); never search, reporting, storage, Ray, Optuna or W&B.
+The Ray trainable that drives the loop is `tune_mtl.search.trainable`.
 """
