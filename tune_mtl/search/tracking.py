@@ -39,3 +39,27 @@ def wandb_callbacks(mode: str, project: str, folder: Path) -> list:
     if mode == "disabled":
         return []
     return [WandbCallback(project=project, group=folder.name, mode=mode, folder=folder)]
+
+
+# -- logging from inside the trial (interface; replaces the driver-side callback, issue 9) -----------------
+class TrialLogger:
+    """Logs one trial's epochs to its own W&B run from the trial process. This base class logs nothing."""
+
+    def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def summary(self, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def trial_settings(mode: str, project: str, group: str, folder: Path) -> dict:
+    """What the driver puts under config[keys.TRACKING] so that the trial can open its own run."""
+    return {"wandb_mode": mode, "project": project, "group": group, "dir": str(folder)}
+
+
+def trial_logger(settings: dict | None, trial_name: str, strategy: str, config: dict) -> TrialLogger:
+    """The logger of one trial (a no-op when W&B is disabled or no settings were given)."""
+    return TrialLogger()
