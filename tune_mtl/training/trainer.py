@@ -67,7 +67,7 @@ class Trainer:
     # -- set-up ----------------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
         opt = self.cfg.optimizer
-        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        groups: list[dict[str, Any]] = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         if self.strategy.parameters():
             groups.append({"params": self.strategy.parameters(), "weight_decay": 0.0})
         if opt["name"] == "sgd":
@@ -134,6 +134,7 @@ class Trainer:
             return None
         if self.val_batches is None:
             self._start_validation_stream()
+        assert self.val_batches is not None
         return to_device(next(self.val_batches), self.device)
 
     def train_epoch(self) -> dict[str, float]:
@@ -168,8 +169,8 @@ class Trainer:
             losses, _, outputs = self.forward_losses(batch)
             loss_sum += losses.sum(dim=1)
             n += losses.shape[1]
-            for meter, out, y in zip(meters, outputs, batch[1], strict=True):
-                meter.update(out, y)
+            for meter, prediction, y in zip(meters, outputs, batch[1], strict=True):
+                meter.update(prediction, y)
         out: dict[str, float] = {}
         for task, meter, loss in zip(self.tasks, meters, (loss_sum / max(n, 1)).tolist(), strict=True):
             out[f"{split}/{task.name}/loss"] = loss
@@ -189,6 +190,7 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        loader_generator = getattr(self.train_loader, "generator", None)
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -200,9 +202,7 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "numpy": np.random.get_state(),
                 "python": random.getstate(),
-                "loader": getattr(self.train_loader, "generator", None).get_state()
-                if getattr(self.train_loader, "generator", None) is not None
-                else None,
+                "loader": loader_generator.get_state() if loader_generator is not None else None,
             },
         }
 
