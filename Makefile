@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv search test bench clean
+.PHONY: venv search test lint typecheck check bench clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,16 @@ search: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check tune_mtl tests bench docs launch.py
+
+# Strict on the layers' contracts (core, training, storage: see pyproject.toml), standard elsewhere.
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy tune_mtl
+
+# What .ci/run runs: lint, types, then the whole suite.
+check: lint typecheck test
 
 bench: $(STAMP)
 	$(PY) bench/step_cost.py
