@@ -1,6 +1,10 @@
 """Data set registry: `@register("name")` on a builder `(options: dict, seed: int) -> DataBundle`.
 
 Every module in this package is imported on first use, so adding a data set is adding one module.
+
+Each entry also declares its tasks cheaply (`tasks=`: options -> `Task`s, no file read), so that the search
+driver (a cluster's head node, which may not hold the data) checks task and metric names without building
+the data set: only trials build it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from tune_mtl.core.registry import import_submodules
 from tune_mtl.core.options import Field, check_options
 
 Builder = Callable[[dict[str, Any], int], DataBundle]
+TaskDeclaration = Callable[[dict[str, Any]], list[Task]]
 _BUILDERS: dict[str, Builder] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _OPTIONS: dict[str, dict[str, Field]] = {}
 _PREPARE: dict[str, Callable[[str, bool], str]] = {}
 _DEFAULT_MODEL: dict[str, str] = {}
 _ALIASES: dict[str, str] = {}
+_TASKS: dict[str, TaskDeclaration] = {}
 _discovered = False
 
 
@@ -30,12 +36,15 @@ def register(
     prepare: Callable[[str, bool], str] | None = None,
     default_model: str | None = None,
     aliases: tuple[str, ...] = (),
+    tasks: TaskDeclaration | None = None,
 ) -> Callable[[Builder], Builder]:
     """`options` declares the data set's keys (type, default, valid range) so configs are checked up front.
 
     `default_model` names the model a search uses when the config names none (it must match the bundle's).
     `prepare(root, download) -> message` fetches what can be fetched (torchvision, with `download`) or
     explains which archive to get, then checks the layout under `root` (raising `UserError` if incomplete).
+    `tasks(options) -> [Task]` declares the tasks (names, metrics, primary metric and direction) from the
+    options alone, without reading any file; the builder's bundle must hold the same names.
     """
 
     def wrap(fn: Builder) -> Builder:
@@ -45,6 +54,8 @@ def register(
             _PREPARE[name] = prepare
         if default_model is not None:
             _DEFAULT_MODEL[name] = default_model
+        if tasks is not None:
+            _TASKS[name] = tasks
         for alias in aliases:  # the names the seed code bases use (Toy_reg, Cityscape, ...)
             _ALIASES[_normal(alias)] = name
         _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
@@ -97,6 +108,16 @@ def build(name: str, options: dict[str, Any] | None = None, seed: int = 0) -> Da
     return _BUILDERS[key](check_options(f"dataset.{key}", options, _OPTIONS[key]), seed)
 
 
+def declared_tasks(name: str, options: dict[str, Any] | None = None) -> list[Task]:
+    """The tasks a data set declares for `options` (checked and defaults filled in), without building it."""
+    from tune_mtl.core.errors import UserError
+
+    key = resolve(name)
+    if key not in _TASKS:
+        raise UserError(f"data set '{key}' declares no tasks (register it with tasks=...)")
+    return _TASKS[key](check_options(f"dataset.{key}", options, _OPTIONS[key]))
+
+
 def prepare(name: str, root: str, download: bool) -> str:
     key = resolve(name)
     if key not in _PREPARE:
@@ -116,4 +137,4 @@ def catalogue() -> list[dict[str, str]]:
     ]
 
 
-__all__ = ["DataBundle", "Task", "TensorSplit", "build", "catalogue", "default_model", "make_loader", "names", "options", "prepare", "register", "resolve"]
+__all__ = ["DataBundle", "Task", "TensorSplit", "build", "catalogue", "declared_tasks", "default_model", "make_loader", "names", "options", "prepare", "register", "resolve"]

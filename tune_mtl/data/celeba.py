@@ -24,6 +24,7 @@ an auxiliary task: its validation and test accuracy are ~0 by construction.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -230,7 +231,20 @@ def subset(partition: Tensor, part: int, limit: int, generator: torch.Generator)
     return idx
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="resnet18", aliases=('celeb_a',))
+def declare_tasks(options: dict[str, Any]) -> list[Task]:
+    """The attributes (binary, accuracy), main first, and 'identity' when asked; identity's class count comes
+    from the files (0 here: only the builder reads them)."""
+    accuracy = MetricDirection("accuracy", True)
+    binary_metric = partial(ClassificationMetric, binary_f1=True)
+    return [
+        Task("identity", "classification", 0, per_sample_cross_entropy, ClassificationMetric, accuracy)
+        if name == "identity"
+        else Task(name, "binary", 2, per_sample_cross_entropy, binary_metric, accuracy)
+        for name in task_order(options)
+    ]
+
+
+@register(NAME, OPTIONS, prepare=prepare, default_model="resnet18", aliases=('celeb_a',), tasks=declare_tasks)
 def celeba(options: dict[str, Any], seed: int) -> DataBundle:
     """CelebA faces: 40 binary attributes (main attribute first), optional identity task; official splits."""
     names = task_order(options)
@@ -268,14 +282,7 @@ def celeba(options: dict[str, Any], seed: int) -> DataBundle:
         images = torch.stack([lazy.image(i) for i in range(len(lazy))])
         return ImageSplit(images, lazy.targets, MEAN, STD)
 
-    accuracy = MetricDirection("accuracy", True)
-    binary_metric = partial(ClassificationMetric, binary_f1=True)
-    tasks = [
-        Task("identity", "classification", n_ids, per_sample_cross_entropy, ClassificationMetric, accuracy)
-        if name == "identity"
-        else Task(name, "binary", 2, per_sample_cross_entropy, binary_metric, accuracy)
-        for name in names
-    ]
+    tasks = [replace(t, out_dim=n_ids) if t.name == "identity" else t for t in declare_tasks(options)]
     size = options["image_size"]
     return DataBundle(
         name=NAME,

@@ -154,7 +154,11 @@ def take(dataset, idx: Tensor) -> tuple[Tensor, Tensor]:
     return images, torch.as_tensor(dataset.targets)[idx]
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="resnet18", aliases=('cifar_10',))
+def declare_tasks(options: dict[str, Any]) -> list[Task]:
+    return binary_tasks(list(CLASSES), "f1")
+
+
+@register(NAME, OPTIONS, prepare=prepare, default_model="resnet18", aliases=('cifar_10',), tasks=declare_tasks)
 def cifar10(options: dict[str, Any], seed: int) -> DataBundle:
     """CIFAR-10 as ten one-vs-rest binary tasks (airplane main), label-flip noise on the training split."""
     if options["download"]:
@@ -178,7 +182,7 @@ def cifar10(options: dict[str, Any], seed: int) -> DataBundle:
         train=split(x_train, y_train),
         val=split(x_val, one_vs_rest(c_val)),
         test=split(x_test, one_vs_rest(c_test)),
-        tasks=binary_tasks(list(CLASSES), "f1"),
+        tasks=declare_tasks(options),
         input_shape=(3, 32, 32),
         default_model="resnet18",
         info={"options": options, "noise_mask": noise_mask, "clean_train_targets": clean_train,

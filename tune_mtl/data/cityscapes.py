@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle
+from tune_mtl.data.base import DataBundle, Task
 from tune_mtl.data.npy_dense import (
     COMMON_OPTIONS,
     NpyDenseSplit,
@@ -105,7 +105,13 @@ def prepare(root: str, download: bool) -> str:
     return f"cityscapes ready: {describe_layout(base, found)}"
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="segnet", aliases=('cityscape',))
+def declare_tasks(options: dict[str, Any]) -> list[Task]:
+    """Segmentation (main; 19 classes in fine mode unless `classes` says 7) and depth; reads no file."""
+    classes = options["classes"] or (19 if options["mode"] == "fine" else 7)
+    return [segmentation_task(classes), depth_task()]
+
+
+@register(NAME, OPTIONS, prepare=prepare, default_model="segnet", aliases=('cityscape',), tasks=declare_tasks)
 def cityscapes(options: dict[str, Any], seed: int) -> DataBundle:
     """Cityscapes (MTAN .npy layout): segmentation with 19 or 7 classes (main), depth."""
     size = parse_size(NAME, options["image_size"])

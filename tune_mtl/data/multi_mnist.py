@@ -102,7 +102,15 @@ def prepare(root: str, download: bool) -> str:
     return f"{NAME}: MNIST found under '{base}/MNIST/raw' ({len(train)} train, {len(test)} test digits)"
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="multilenet", aliases=('multimnist',))
+def declare_tasks(options: dict[str, Any]) -> list[Task]:
+    """Left digit (main) and right digit, 10-way each."""
+    accuracy = MetricDirection("accuracy", True)
+    return [Task(name, "classification", 10, per_sample_cross_entropy, ClassificationMetric, accuracy)
+            for name in ("left", "right")]
+
+
+@register(NAME, OPTIONS, prepare=prepare, default_model="multilenet", aliases=('multimnist',),
+          tasks=declare_tasks)
 def multi_mnist(options: dict[str, Any], seed: int) -> DataBundle:
     """Multi-MNIST: left digit (main) and right digit of two overlapping MNIST digits, 10-way each."""
     if options["download"]:
@@ -121,17 +129,12 @@ def multi_mnist(options: dict[str, Any], seed: int) -> DataBundle:
         images = compose(source.data[left], source.data[right])
         return TensorSplit((images - MEAN) / STD, (source.targets[left].long(), source.targets[right].long()))
 
-    accuracy = MetricDirection("accuracy", True)
-    tasks = [
-        Task(name, "classification", 10, per_sample_cross_entropy, ClassificationMetric, accuracy)
-        for name in ("left", "right")
-    ]
     return DataBundle(
         name=NAME,
         train=tensor_split("train"),
         val=tensor_split("val"),
         test=tensor_split("test"),
-        tasks=tasks,
+        tasks=declare_tasks(options),
         input_shape=(1, SIZE, SIZE),
         default_model="multilenet",
         info={"options": options, "mean": MEAN, "std": STD, "pairs": pairs},  # pairs: MNIST indices (left, right)

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle
+from tune_mtl.data.base import DataBundle, Task
 from tune_mtl.data.npy_dense import (
     COMMON_OPTIONS,
     NpyDenseSplit,
@@ -56,7 +56,11 @@ def prepare(root: str, download: bool) -> str:
     return f"nyuv2 ready: {describe_layout(base, found)}"
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="segnet", aliases=('nyu', 'nyu_v2'))
+def declare_tasks(options: dict[str, Any]) -> list[Task]:
+    return [segmentation_task(NUM_CLASSES), depth_task(), normal_task()]
+
+
+@register(NAME, OPTIONS, prepare=prepare, default_model="segnet", aliases=('nyu', 'nyu_v2'), tasks=declare_tasks)
 def nyuv2(options: dict[str, Any], seed: int) -> DataBundle:
     """NYUv2 (MTAN .npy layout): 13-class segmentation (main), depth, surface normal."""
     size = parse_size(NAME, options["image_size"])
@@ -69,7 +73,7 @@ def nyuv2(options: dict[str, Any], seed: int) -> DataBundle:
         train=train,
         val=val,
         test=test,
-        tasks=[segmentation_task(NUM_CLASSES), depth_task(), normal_task()],
+        tasks=declare_tasks(options),
         input_shape=input_shape_of(base / "train", found["train"][0], size),
         default_model="segnet",
         info={"options": options, "root": str(base)},

@@ -130,7 +130,14 @@ def prepare(root: str, download: bool) -> str:
     return f"oxford_pet ready under '{base}': {sizes['trainval']} trainval and {sizes['test']} test images"
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="unet", aliases=('oxford_pet_iii', 'oxford_iiit_pet', 'oxfordpet', 'pet'))
+def declare_tasks(options: dict[str, Any]) -> list[Task]:
+    """Trimap segmentation (main) and 37-breed classification."""
+    return [segmentation_task(TRIMAP_CLASSES),
+            Task("breed", "classification", NUM_BREEDS, per_sample_cross_entropy, ClassificationMetric,
+                 MetricDirection("accuracy", True))]
+
+
+@register(NAME, OPTIONS, prepare=prepare, default_model="unet", tasks=declare_tasks, aliases=('oxford_pet_iii', 'oxford_iiit_pet', 'oxfordpet', 'pet'))
 def oxford_pet(options: dict[str, Any], seed: int) -> DataBundle:
     """Oxford-IIIT Pet (torchvision files): 3-class trimap segmentation (main), 37-breed classification."""
     base = str(check_files(options["root"]))
@@ -150,11 +157,7 @@ def oxford_pet(options: dict[str, Any], seed: int) -> DataBundle:
         train=PetSplit(trainval, train_idx, size, options["augment"]),
         val=PetSplit(trainval, val_idx, size, False),
         test=PetSplit(test, test_idx, size, False),
-        tasks=[
-            segmentation_task(TRIMAP_CLASSES),
-            Task("breed", "classification", NUM_BREEDS, per_sample_cross_entropy, ClassificationMetric,
-                 MetricDirection("accuracy", True)),
-        ],
+        tasks=declare_tasks(options),
         input_shape=(3, size, size),
         default_model="unet",
         info={"options": options, "root": base},
