@@ -17,7 +17,6 @@ from tune_mtl.core.metrics import (
     per_sample_normal_cosine,
     per_sample_segmentation_cross_entropy,
 )
-from tune_mtl.training.objective import HIGHER_IS_BETTER
 
 
 def one_hot_logits(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -142,11 +141,14 @@ def test_normal_median_from_histogram_matches_exact():
         assert h[key] == pytest.approx(e[key])
 
 
-def test_metric_names_match_the_trainers_directions():
-    names = set(SegmentationMetric(2).names) | set(DepthMetric.names) | set(NormalMetric.names)
-    assert {"miou", "pixel_accuracy", "within_11.25", "within_22.5", "within_30"} <= HIGHER_IS_BETTER
-    assert {"miou", "pixel_accuracy", "within_11.25", "within_22.5", "within_30"} <= names
-    assert not {"abs_err", "rel_err", "mean_angle", "median_angle"} & HIGHER_IS_BETTER
+def test_every_dense_metric_declares_its_direction():
+    directions = {}
+    for metric in (SegmentationMetric(2), DepthMetric(), NormalMetric()):
+        assert set(metric.higher_is_better) == set(metric.names), "a direction for each metric, no extra"
+        directions.update(metric.higher_is_better)
+    higher = {name for name, up in directions.items() if up}
+    assert higher == {"miou", "pixel_accuracy", "within_11.25", "within_22.5", "within_30"}
+    assert set(directions) - higher == {"abs_err", "rel_err", "mean_angle", "median_angle"}
 
 
 # -- Delta_m -----------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from typing import Any
 
@@ -20,23 +22,29 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def _at_least(kind: type, low: float, what: str):
-    """An argparse type: `kind(text)` no smaller than `low`, else one sentence naming the value."""
+def _number(kind: type, low: float, what: str, high: float | None = None):
+    """An argparse type: a finite `kind(text)` in [low, high], else one sentence naming the value."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
+        if not math.isfinite(value):  # NaN passes every comparison below, and Ray then waits for it forever
+            raise argparse.ArgumentTypeError(f"expected {what} (a finite number), got '{text}'")
         if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {kind(low)}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be at least {kind(low)}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {kind(high)}, got {text}")
         return value
 
     return parse
 
 
-_positive_int = _at_least(int, 1, "a positive integer")
-_non_negative_float = _at_least(float, 0, "a number")
+_positive_int = _number(int, 1, "a positive integer")
+_non_negative_int = _number(int, 0, "a non-negative integer")
+_non_negative_float = _number(float, 0, "a number")
+_seed = _number(int, 0, "an integer seed", high=2**32 - 1)  # numpy and torch take 32-bit seeds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--strategies", help="comma-separated strategy names (overrides the YAML)")
     search.add_argument("--num-samples", type=_positive_int, help="trials per strategy")
     search.add_argument("--epochs", type=_positive_int, help="training epochs per trial")
-    search.add_argument("--seed", type=int, help="seed of the sampler and of every trial")
+    search.add_argument("--seed", type=_seed, help="seed of the sampler and of every trial")
     search.add_argument("--scheduler", choices=("asha", "hyperband", "pbt", "fifo"),
                         help="asha (default), hyperband, pbt (evolves the learning rate) or fifo (no early stopping)")
     search.add_argument("--objectives", help="multi-objective search over validation metrics, e.g. "
@@ -72,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--name", help="run folder name (default: search-<timestamp>)")
     search.add_argument("--cpus-per-trial", type=_non_negative_float, help="CPUs each trial reserves")
     search.add_argument("--gpus-per-trial", type=_non_negative_float, help="GPUs each trial reserves (0.25 packs 4)")
-    search.add_argument("--max-concurrent-trials", type=int, help="cap on trials running at once")
+    search.add_argument("--max-concurrent-trials", type=_non_negative_int, help="cap on trials running at once")
     search.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
                         help="default: online if WANDB_API_KEY is set, else offline")
     search.add_argument("--wandb-project", default="tune-mtl", help="W&B project name")
@@ -126,6 +134,7 @@ RESUME_KEEPS = ("config", "strategies", "num_samples", "epochs", "seed", "cpus_p
 def _search(args: argparse.Namespace) -> int:
     from tune_mtl.search.engine import RunOptions, resume_search, run_search
     from tune_mtl.search.spec import load_spec
+    from tune_mtl.storage.run_folder import check_storage_path, open_run
 
     options = RunOptions(
         storage_path=args.storage_path,
@@ -140,6 +149,7 @@ def _search(args: argparse.Namespace) -> int:
         given = [f"--{k.replace('_', '-')}" for k in RESUME_KEEPS if getattr(args, k) is not None]
         if given:
             raise UserError(f"--resume continues a search with its saved settings; leave out {', '.join(given)}")
+        open_run(args.resume).check_resumable()  # a damaged run is one sentence, before Ray starts
         summary = resume_search(args.resume, options)
     else:
         overrides: dict[str, Any] = {
@@ -154,7 +164,9 @@ def _search(args: argparse.Namespace) -> int:
             "objectives": args.objectives,
             "strategy_mode": args.strategy_mode,
         }
-        summary = run_search(load_spec(args.config, overrides), options)
+        spec = load_spec(args.config, overrides)
+        check_storage_path(args.storage_path)
+        summary = run_search(spec, options)
     _print_summary(summary)
     return 0
 
@@ -214,3 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("launch.py: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `launch.py datasets | head -1`: the reader left; say nothing more, and keep Python's exit-time
+        # flush of stdout from raising again (the documented recipe of the signal module).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -10,9 +10,17 @@ from torch import Tensor
 
 
 class Metric:
-    """Accumulates predictions of one task over a split."""
+    """Accumulates predictions of one task over a split.
+
+    `names` are the metrics it computes; `higher_is_better` maps each to its direction. A search may only
+    optimise, or take Delta_m% over, a metric whose direction its class declares (`direction`)."""
 
     names: tuple[str, ...] = ()
+    higher_is_better: dict[str, bool] = {}
+
+    def direction(self, name: str) -> bool | None:
+        """True: larger is better; False: smaller is better; None: undeclared."""
+        return self.higher_is_better.get(name)
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         raise NotImplementedError
@@ -23,6 +31,7 @@ class Metric:
 
 class RegressionMetric(Metric):
     names = ("mse", "mae")
+    higher_is_better = {"mse": False, "mae": False}
 
     def __init__(self) -> None:
         self.sq = self.abs = 0.0
@@ -41,6 +50,8 @@ class RegressionMetric(Metric):
 
 class ClassificationMetric(Metric):
     """Multi-class accuracy; with `binary_f1`, also F1 of class 1 (for imbalanced one-vs-rest tasks)."""
+
+    higher_is_better = {"accuracy": True, "f1": True}
 
     def __init__(self, binary_f1: bool = False) -> None:
         self.binary_f1 = binary_f1
@@ -135,6 +146,7 @@ class SegmentationMetric(Metric):
     both has no defined IoU and is left out (LibMTL's nanmean)."""
 
     names = ("miou", "pixel_accuracy")
+    higher_is_better = {"miou": True, "pixel_accuracy": True}
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -163,6 +175,7 @@ class DepthMetric(Metric):
     """Absolute and relative error over the valid (non-zero) ground-truth pixels of the split."""
 
     names = ("abs_err", "rel_err")
+    higher_is_better = {"abs_err": False, "rel_err": False}
 
     def __init__(self) -> None:
         self.abs = self.rel = 0.0
@@ -192,6 +205,8 @@ class NormalMetric(Metric):
     """
 
     names = ("mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30")
+    higher_is_better = {"mean_angle": False, "median_angle": False, "within_11.25": True, "within_22.5": True,
+                        "within_30": True}
     THRESHOLDS = (11.25, 22.5, 30.0)
     BIN = 1e-3
 

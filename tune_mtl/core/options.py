@@ -6,6 +6,7 @@ one `UserError` naming the key (with the closest valid key for typos).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,9 @@ def check_value(where: str, key: str, spec: Field, value: Any) -> Any:
         raise UserError(f"'{name}' must be an integer, got {value!r}")
     if not isinstance(value, spec.kind):
         raise UserError(f"'{name}' must be {_TYPE_NAMES.get(spec.kind, spec.kind.__name__)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN compares false with every bound, so a range check alone would let it through.
+        raise UserError(f"'{name}' must be a finite number, got {value!r}")
     if spec.choices is not None:
         normal = value.lower() if isinstance(value, str) else value
         if normal not in spec.choices:
@@ -50,9 +54,10 @@ def check_value(where: str, key: str, spec: Field, value: Any) -> Any:
 
 
 def check_options(where: str, given: dict[str, Any] | None, fields: dict[str, Field]) -> dict[str, Any]:
+    if given is not None and not isinstance(given, dict):
+        raise UserError(f"'{where or 'the config'}' must be a mapping of options ({', '.join(sorted(fields))}), "
+                        f"got {given!r}")
     given = dict(given or {})
-    if not isinstance(given, dict):
-        raise UserError(f"'{where}' must be a mapping of options")
     for key in given:
         if key not in fields:
             hint = closest(str(key), fields)

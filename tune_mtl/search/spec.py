@@ -7,6 +7,7 @@ Every mistake (unknown key, wrong type, impossible range, unknown strategy or da
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +38,15 @@ SEARCH_FIELDS = {
     "strategy_mode": Field(str, "separate", choices=("separate", "categorical"),
                            help="separate: one study per strategy; categorical: the strategy is a searched choice"),
     "max_failures": Field(int, 3, low=0, help="retries of a trial whose worker died (from its last checkpoint)"),
-    "seed": Field(int, 0, low=0, help="seed of the sampler and of every trial"),
+    # numpy (Optuna's TPE) and torch take 32-bit seeds.
+    "seed": Field(int, 0, low=0, high=2**32 - 1, help="seed of the sampler and of every trial"),
     "max_concurrent_trials": Field(int, 0, low=0, help="0: as many as the resources allow"),
     "cpus_per_trial": Field(float, 1.0, low=0.01),
     "gpus_per_trial": Field(float, 0.0, low=0.0, help="fractions pack several trials on one GPU"),
 }
+# Deeper than any real search space; a YAML bomb nested 1,000 deep would otherwise overflow the recursion of
+# the YAML composer, deepcopy or the validation below.
+MAX_YAML_DEPTH = 20
 TOP_LEVEL = {"dataset", "model", "optimizer", "training", "objective", "strategies", "strategy_knobs", "search"}
 
 
@@ -120,21 +125,49 @@ def parse_section(where: str, raw: Any, fields: dict[str, Field], name_key: bool
     return out
 
 
+def check_tree(source: str, content: Any) -> None:
+    """Every number finite and the nesting shallow, anywhere in a loaded YAML document (iterative: a deep
+    document must not overflow this check either)."""
+    todo: list[tuple[str, Any, int]] = [("", content, 0)]
+    while todo:
+        where, value, depth = todo.pop()
+        if depth > MAX_YAML_DEPTH:
+            raise UserError(f"{source} is nested deeper than {MAX_YAML_DEPTH} levels at '{where}'; a search space "
+                            "needs a few")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"'{where}' in {source} must be a finite number, got {value!r}")
+        if isinstance(value, dict):
+            todo += [(f"{where}.{k}" if where else str(k), v, depth + 1) for k, v in value.items()]
+        elif isinstance(value, list):
+            todo += [(f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value)]
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            raise UserError(f"config file '{path}' is not a regular file; give a search-space YAML file")
         shipped = ", ".join(sorted(p.name for p in SEARCH_SPACES.glob("*.yaml")))
         raise UserError(f"config file '{path}' does not exist; the shipped search spaces are: {shipped}")
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"config file '{path}' is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+        raise UserError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file '{path}' is not a UTF-8 text file; give a search-space YAML file") from None
+    except RecursionError:
+        raise UserError(f"config file '{path}' is nested too deeply to read; a search space needs a few "
+                        "levels") from None
+    except OSError as err:
+        raise UserError(f"cannot read config file '{path}': {err.strerror or err}") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
         raise UserError(f"config file '{path}' must hold a mapping at the top level, got {type(content).__name__}")
+    check_tree(f"config file '{path}'", content)
     return content
 
 
@@ -147,9 +180,12 @@ def default_knob_ranges(strategy: str) -> dict[str, Any]:
     return {}
 
 
-def parse_knobs(strategy: str, raw: dict[str, Any]) -> dict[str, Any]:
+def parse_knobs(strategy: str, raw: Any) -> dict[str, Any]:
     knobs = strategies.get(strategy).knobs
     where = f"strategy_knobs.{strategy}"
+    if not isinstance(raw, dict):
+        raise UserError(f"'{where}' must map knob names to values or ranges, got {raw!r}; strategy '{strategy}' "
+                        f"has knobs: {', '.join(sorted(knobs)) or 'none'}")
     out = {}
     for key, value in raw.items():
         if key not in knobs:
@@ -247,6 +283,8 @@ def load_spec(path: str | os.PathLike | None = None, overrides: dict[str, Any] |
     model_raw = raw.get("model") or {}
     if isinstance(model_raw, str):
         model_raw = {"name": model_raw}
+    if not isinstance(model_raw, dict):
+        raise UserError(f"'model' must be a model name or a mapping, got {model_raw!r}")
     model_name = model_raw.get("name") or data.default_model(ds_name)
     model = {"name": models.resolve(model_name),
              **parse_section(f"model.{model_name}", {k: v for k, v in model_raw.items() if k != "name"},
@@ -268,10 +306,18 @@ def load_spec(path: str | os.PathLike | None = None, overrides: dict[str, Any] |
     knob_raw = raw.get("strategy_knobs") or {}
     if not isinstance(knob_raw, dict):
         raise UserError(f"'strategy_knobs' must map strategy names to knob ranges, got {knob_raw!r}")
-    knob_overrides = {strategies.resolve(k): v or {} for k, v in knob_raw.items()}
+    knob_overrides = {strategies.resolve(str(k)): v or {} for k, v in knob_raw.items()}
+    # Knobs of strategies outside this search are checked too: a misspelt one would otherwise wait unnoticed
+    # for the day the strategy is added.
+    for strategy, given in knob_overrides.items():
+        parse_knobs(strategy, given)
     knobs = {s: parse_knobs(s, {**default_knob_ranges(s), **knob_overrides.get(s, {})}) for s in canonical}
 
-    search_raw = dict(raw.get("search") or {})
+    search_given = raw.get("search")
+    if search_given is not None and not isinstance(search_given, dict):
+        raise UserError(f"'search' must be a mapping of search options ({', '.join(sorted(SEARCH_FIELDS))}), "
+                        f"got {search_given!r}")
+    search_raw = dict(search_given or {})
     for key in ("num_samples", "seed", "cpus_per_trial", "gpus_per_trial", "max_concurrent_trials", "scheduler",
                 "objectives", "strategy_mode"):
         if key in overrides:
@@ -280,3 +326,15 @@ def load_spec(path: str | os.PathLike | None = None, overrides: dict[str, Any] |
     search = check_options("search", search_raw, SEARCH_FIELDS)
 
     return SearchSpec(path, dataset, model, optimizer, training, objective, canonical, knobs, search)
+
+
+def check_strategies_fit(spec: SearchSpec, num_tasks: int) -> None:
+    """Each strategy against the data set's task count and the model (auxiliary tasks, Recon's encoder, a
+    Jacobian over shared layers), so that a misfit is one sentence before Ray starts rather than an error in
+    every trial. Called where the data set is first built (it knows `num_tasks`)."""
+    check = getattr(strategies, "check_compatibility", None)
+    if check is None:  # the registry predates the check
+        return
+    model_options = {k: v for k, v in spec.model.items() if k != "name"}
+    for strategy in spec.strategies:
+        check(strategy, spec.strategy_knobs.get(strategy, {}), num_tasks, spec.model["name"], model_options)

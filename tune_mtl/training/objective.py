@@ -12,9 +12,6 @@ from typing import Any
 from tune_mtl.core.errors import UserError, unknown_name
 from tune_mtl.data.base import Task
 
-# Non-primary metrics where larger is better (primary metrics carry their own direction).
-HIGHER_IS_BETTER = {"accuracy", "f1", "miou", "pixel_accuracy", "within_11.25", "within_22.5", "within_30"}
-
 
 @dataclass(frozen=True)
 class Objective:
@@ -33,7 +30,15 @@ class Objective:
 
 
 def metric_is_higher_better(task: Task, metric: str) -> bool:
-    return task.primary.higher_is_better if metric == task.primary.name else metric in HIGHER_IS_BETTER
+    """The direction the task's metric declares (its primary metric carries its own); undeclared is an error,
+    never a silent 'minimise'."""
+    if metric == task.primary.name:
+        return task.primary.higher_is_better
+    declared = task.make_metric().direction(metric)
+    if declared is None:
+        raise UserError(f"task '{task.name}' declares no direction (higher or lower is better) for its metric "
+                        f"'{metric}'; its metric class must list it in `higher_is_better`")
+    return declared
 
 
 def resolve_objective(tasks: list[Task], objective: dict[str, Any]) -> Objective:
