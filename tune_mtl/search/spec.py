@@ -41,6 +41,8 @@ SEARCH_FIELDS = {
     # numpy (Optuna's TPE) and torch take 32-bit seeds.
     "seed": Field(int, 0, low=0, high=2**32 - 1, help="seed of the sampler and of every trial"),
     "max_concurrent_trials": Field(int, 0, low=0, help="0: as many as the resources allow"),
+    "paired_startup": Field(bool, True, help="true: every strategy's study starts from the same random "
+                            "configurations (common random numbers); false: an independent start per strategy"),
     "cpus_per_trial": Field(float, 1.0, low=0.01),
     "gpus_per_trial": Field(float, 0.0, low=0.0, help="fractions pack several trials on one GPU"),
 }
