@@ -104,3 +104,30 @@ def test_bad_options_are_one_clear_error(options, needle):
 )
 def test_the_seeds_data_set_names_resolve(seed_name, canonical):
     assert data.resolve(seed_name) == canonical
+
+
+def _label_agreement(task_noise_std=None, seeds=range(8)):
+    """Fraction of samples on which two toy_classification tasks agree, over several generated data sets."""
+    options = {"num_tasks": 2, "num_samples": 5000}
+    if task_noise_std is not None:
+        options["task_noise_std"] = task_noise_std
+    agree = []
+    for seed in seeds:
+        bundle = data.build("toy_classification", options, seed=seed)
+        y0, y1 = (torch.cat([getattr(bundle, s).targets[t] for s in ("train", "val", "test")]) for t in (0, 1))
+        agree.append(float((y0 == y1).float().mean()))
+    return sum(agree) / len(agree)
+
+
+def test_task_noise_has_variance_3_5_as_in_the_seed():
+    """The seed draws eps_t ~ N(0, 3.5) (variance). For Gaussian x, two tasks 1[w_t . x > 0] agree with
+    probability 1 - angle(w0, w1) / pi, and with w_t = B + eps_t, cos(w0, w1) -> 1 / (1 + var) in high
+    dimension: 0.571 for variance 3.5, against 0.524 for std 3.5 (variance 12.25)."""
+    import math
+
+    def closed_form(variance):
+        return 1 - math.acos(1 / (1 + variance)) / math.pi
+
+    assert _label_agreement() == pytest.approx(closed_form(3.5), abs=0.012)
+    assert _label_agreement(task_noise_std=3.5) == pytest.approx(closed_form(3.5**2), abs=0.012)
+    assert abs(closed_form(3.5) - closed_form(3.5**2)) > 0.04  # the test tells the two apart
