@@ -12,15 +12,31 @@ from tune_mtl.core.registry import import_submodules
 
 _BUILDERS: dict[str, Callable[..., HPSModel]] = {}
 _OPTIONS: dict[str, dict[str, Field]] = {}
+_SEQUENTIAL: set[str] = set()
+_SHARES: dict[str, Callable[[dict[str, Any]], bool]] = {}
 _discovered = False
 
 
-def register(name: str, options: dict[str, Field]):
-    """`options` declares the model's searchable dimensions (type, default, valid range)."""
+def register(
+    name: str,
+    options: dict[str, Field],
+    sequential_encoder: bool = False,
+    shares_parameters: Callable[[dict[str, Any]], bool] | None = None,
+):
+    """`options` declares the model's searchable dimensions (type, default, valid range).
+
+    What a strategy may need to know before the model is built (checked before a search starts):
+    `sequential_encoder` says the encoder is an `nn.Sequential` (Recon can split its layers);
+    `shares_parameters(options)` says whether these options leave the encoder any parameters (default: yes).
+    """
 
     def wrap(fn):
         _BUILDERS[name] = fn
         _OPTIONS[name] = options
+        if sequential_encoder:
+            _SEQUENTIAL.add(name)
+        if shares_parameters is not None:
+            _SHARES[name] = shares_parameters
         return fn
 
     return wrap
@@ -50,6 +66,20 @@ def options(name: str) -> dict[str, Field]:
     return _OPTIONS[resolve(name)]
 
 
+def has_sequential_encoder(name: str) -> bool:
+    return resolve(name) in _SEQUENTIAL
+
+
+def shares_parameters(name: str, options: dict[str, Any]) -> bool:
+    """Whether the encoder built with `options` (defaults filled in for missing keys) has parameters."""
+    key = resolve(name)
+    rule = _SHARES.get(key)
+    if rule is None:
+        return True
+    filled = {k: options.get(k, field.default) for k, field in _OPTIONS[key].items()}
+    return rule(filled)
+
+
 def build(name: str | None, bundle, options: dict[str, Any]) -> HPSModel:
     """Build `name` (default: the data set's default model) with checked, defaulted options."""
     key = resolve(name or bundle.default_model)
@@ -64,7 +94,7 @@ MLP_OPTIONS = {
 }
 
 
-@register("mlp", MLP_OPTIONS)
+@register("mlp", MLP_OPTIONS, sequential_encoder=True, shares_parameters=lambda o: o["shared_layers"] > 0)
 def _mlp(bundle, options: dict[str, Any]) -> HPSModel:
     from tune_mtl.models.mlp import build_mlp_hps
 
@@ -77,4 +107,5 @@ def _mlp(bundle, options: dict[str, Any]) -> HPSModel:
     )
 
 
-__all__ = ["HPSModel", "build", "names", "options", "register", "resolve"]
+__all__ = ["HPSModel", "build", "has_sequential_encoder", "names", "options", "register", "resolve",
+           "shares_parameters"]

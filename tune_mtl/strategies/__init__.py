@@ -9,7 +9,7 @@ from tune_mtl.core.errors import UserError, unknown_name
 from tune_mtl.core.registry import import_submodules
 from tune_mtl.strategies.base import GradientAggregation, GramianWeighting, LossWeighting, Strategy
 
-_INTERNAL = {"base", "jacobian"}
+_INTERNAL = {"base", "jacobian", "compatibility"}
 _REGISTRY: dict[str, type[Strategy]] = {}
 _ALIASES: dict[str, str] = {}
 
@@ -75,7 +75,9 @@ def catalogue() -> list[dict[str, Any]]:
     ]
 
 
+from tune_mtl.strategies.compatibility import check_compatibility  # noqa: E402 (needs resolve/get above)
+
 __all__ = [
     "GradientAggregation", "GramianWeighting", "LossWeighting", "Strategy", "UserError",
-    "build", "catalogue", "get", "names", "resolve",
+    "build", "catalogue", "check_compatibility", "get", "names", "resolve",
 ]

@@ -107,6 +107,8 @@ class Strategy:
     knobs: ClassVar[dict[str, Knob]] = {}
     needs_validation_batch: ClassVar[bool] = False
     needs_auxiliary_tasks: ClassVar[bool] = False  # task 0 main, at least one auxiliary task
+    # Needs per-task gradients of the shared parameters: a model whose encoder has none cannot run it.
+    needs_shared_parameters: ClassVar[bool] = False
     # Set to True when the strategy changed the model's parameters (Recon's layer split): the trainer then
     # rebuilds the optimizer before its next step and resets the flag.
     parameters_changed: bool = False
@@ -181,6 +183,7 @@ class GradientAggregation(Strategy):
     """
 
     family = "gradient_aggregation"
+    needs_shared_parameters = True
 
     def aggregate(self, jacobian: Tensor) -> Tensor:
         """[T, P] -> [P]; subclasses keep this a function of J (and of their own state)."""

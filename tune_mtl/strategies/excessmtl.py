@@ -19,6 +19,7 @@ from tune_mtl.strategies.base import Knob, LossWeighting, StepContext
 
 class ExcessMTL(LossWeighting):
     name = "excessmtl"
+    needs_shared_parameters = True
     aliases = ("excess-mtl",)
     summary = "exponentiated-gradient task weights from AdaGrad-scaled excess-risk estimates"
     knobs = {"robust_step_size": Knob(1e-2, float, low=0.0, high=10.0, help="step of the weight update")}
@@ -39,7 +40,11 @@ class ExcessMTL(LossWeighting):
         if self.initial_excess is None:
             self.initial_excess = excess
         else:
-            weight = weight * torch.exp(self.robust_step_size * excess / self.initial_excess.to(J))
+            initial = self.initial_excess.to(J)
+            # A task without a shared gradient at the first step (dead units, a zero loss) has no reference
+            # excess: its weight stays put instead of turning into 0/0 = NaN.
+            ratio = torch.where(initial > 0, excess / initial.clamp_min(torch.finfo(J.dtype).tiny), 0.0)
+            weight = weight * torch.exp(self.robust_step_size * ratio)
             weight = weight / weight.sum() * ctx.num_tasks
         self.loss_weight = weight.detach()
         return self.loss_weight

@@ -27,6 +27,7 @@ def cosine_gates(J: Tensor, weighted: bool = False) -> Tensor:
 
 class GCosim(Strategy):
     name = "gcosim"
+    needs_shared_parameters = True
     aliases = ("gradient-cosine-similarity", "cosine-similarity")
     family = "auxiliary"
     summary = "use an auxiliary gradient only when its cosine with the main-task gradient is >= 0; task 0 main"

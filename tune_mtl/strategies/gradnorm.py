@@ -42,6 +42,7 @@ def gradnorm_loss(weights: Tensor, grad_norms: Tensor, task_losses: Tensor, init
 
 class GradNorm(Strategy):
     name = "gradnorm"
+    needs_shared_parameters = True
     aliases = ("gnorm", "gn", "grad-norm")
     family = "loss_weighting"
     summary = "weights learned to balance last-shared-layer gradient norms by relative training rate"

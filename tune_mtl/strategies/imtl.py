@@ -48,6 +48,7 @@ class IMTL(GramianWeighting):
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.log_scales = nn.Parameter(torch.zeros(num_tasks)) if self.mode != "gradient" else None
+        self.needs_shared_parameters = self.mode != "loss"  # IMTL-L never looks at a task gradient
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         if self.log_scales is not None:

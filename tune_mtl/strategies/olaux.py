@@ -25,6 +25,7 @@ from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
 
 class OLAux(Strategy):
     name = "olaux"
+    needs_shared_parameters = True
     aliases = ("ol-aux", "ol_aux", "online-auxiliary")
     family = "auxiliary"
     summary = "auxiliary weights learned online from <g_main, g_aux> every N steps; task 0 main"

@@ -68,6 +68,7 @@ def conflict_counts(jacobian: Tensor, blocks: list[Tensor], threshold: float) ->
 
 class Recon(Strategy):
     name = "recon"
+    needs_shared_parameters = True
     family = "architecture"
     summary = "split the most conflicting shared layers into task-specific copies, then train with a base strategy"
     knobs = {
@@ -81,7 +82,10 @@ class Recon(Strategy):
         super().__init__(num_tasks, **params)
         from tune_mtl import strategies
 
-        base = strategies.resolve(self.base)
+        try:
+            base = strategies.resolve(self.base)
+        except UserError as err:
+            raise UserError(f"strategy 'recon' hyperparameter 'base': {err}") from None
         if base == self.name:
             raise UserError("strategy 'recon' needs another strategy as its base, got 'recon'")
         self.base_strategy = strategies.build(base, num_tasks)

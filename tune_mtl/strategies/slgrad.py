@@ -49,6 +49,7 @@ def normalised_sample_weights(derivatives: Tensor) -> tuple[Tensor, bool]:
 
 class SLGrad(Strategy):
     name = "slgrad"
+    needs_shared_parameters = True
     aliases = ("sl-grad", "sample-level-grad")
     family = "sample_weighting"
     summary = "sample-level weights max(0, <grad l_t(x_i), grad L_main(val)>) from one JVP; task 0 main"

@@ -70,18 +70,23 @@ def trial_state(model: nn.Module) -> Iterator[None]:
 
     Inside, move parameters only with `move_parameters` (it rebinds `.data` instead of writing in place), so
     the autograd graph of the step's own losses, which saved the original parameter tensors, stays valid.
-    Buffers are restored too: extra forward passes in train mode would otherwise shift BatchNorm statistics.
+    Buffers are swapped for copies for the duration: extra forward passes in train mode then move the copies'
+    BatchNorm statistics, which are dropped. Restoring the originals by an in-place copy instead would bump
+    their version counters, and batch norm's backward saved them: the step's own backward would then fail.
     """
     params = [(p, p.data) for p in model.parameters()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    buffers = [(module, name, buf) for module in model.modules() for name, buf in module._buffers.items()
+               if buf is not None]
+    for module, name, buf in buffers:
+        module._buffers[name] = buf.clone()
     try:
         yield
     finally:
         with torch.no_grad():
             for p, data in params:
                 p.data = data
-            for b, saved in buffers:
-                b.copy_(saved)
+        for module, name, buf in buffers:
+            module._buffers[name] = buf
 
 
 def move_parameters(params: list[nn.Parameter], flat_step: Tensor, scale: float) -> None:

@@ -1,0 +1,38 @@
+"""Checks a search runs before Ray starts: a strategy, its knobs, the data set's task count and the model must
+fit together. Each mistake is one `UserError` sentence naming the configuration key to change; without this
+check the same mistakes fail inside every trial (and are retried)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tune_mtl import models
+from tune_mtl.core.errors import UserError
+
+
+def check_compatibility(
+    strategy: str, knobs: dict[str, Any], num_tasks: int, model_name: str, model_options: dict[str, Any]
+) -> None:
+    """Raise `UserError` if `strategy` with `knobs` cannot train `model_name` (with `model_options`) on a data
+    set of `num_tasks` tasks. Knob values are checked against their declared ranges too."""
+    from tune_mtl import strategies
+
+    key = strategies.resolve(strategy)
+    cls = strategies.get(key)
+    if cls.needs_auxiliary_tasks and num_tasks < 2:
+        raise UserError(
+            f"'strategy: {key}' weights auxiliary tasks against the main task (task 0) and needs a data set with "
+            f"at least 2 tasks; 'dataset' gives {num_tasks}"
+        )
+    # Unknown knobs, values out of range, an unknown Recon base: one sentence each, from the constructor.
+    instance = cls(num_tasks, **knobs)
+    if key == "recon" and not models.has_sequential_encoder(model_name):
+        raise UserError(
+            f"'strategy: recon' splits layers of a sequential encoder and 'model: {models.resolve(model_name)}' "
+            f"has none; use model 'mlp' or another strategy"
+        )
+    if instance.needs_shared_parameters and not models.shares_parameters(model_name, model_options):
+        raise UserError(
+            f"'strategy: {key}' needs per-task gradients of the shared encoder, but 'model.shared_layers: 0' "
+            f"leaves it no parameters; set 'model.shared_layers' to 1 or more or use a loss-weighting strategy"
+        )
