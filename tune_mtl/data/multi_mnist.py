@@ -74,11 +74,25 @@ def load_mnist(root: str, train: bool, download: bool):
     from torchvision.datasets import MNIST
 
     try:
-        return MNIST(root, train=train, download=download)
+        digits = MNIST(root, train=train, download=download)
     except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as err:
         raise UserError(
             f"could not read MNIST under '{root}' ({err}); run `python launch.py prepare {NAME} --root DIR`"
         ) from None
+    check_digits(root, "train" if train else "t10k", digits.data, digits.targets)
+    return digits
+
+
+def check_digits(root: str, split: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """The idx files of a split agree: one label per image, every label a digit (torchvision checks neither)."""
+    where = f"MNIST under '{root}': {split}-images-idx3-ubyte"
+    if images.shape[0] != labels.shape[0]:
+        raise UserError(f"{where} holds {images.shape[0]} images but {split}-labels-idx1-ubyte holds "
+                        f"{labels.shape[0]} labels; they must match (re-copy both files)")
+    bad = (labels < 0) | (labels > 9)
+    if bool(bad.any()):
+        raise UserError(f"MNIST under '{root}': {split}-labels-idx1-ubyte holds label {int(labels[bad][0])} "
+                        f"at index {int(bad.nonzero()[0, 0])}; labels must be digits 0-9")
 
 
 def check_layout(root: str | None):

@@ -327,16 +327,20 @@ def load_spec(path: str | os.PathLike | None = None, overrides: dict[str, Any] |
     search_raw["objectives"] = parse_objectives(search_raw.get("objectives"))  # the CLI gives "a/m,b/m"
     search = check_options("search", search_raw, SEARCH_FIELDS)
 
-    return SearchSpec(path, dataset, model, optimizer, training, objective, canonical, knobs, search)
+    spec = SearchSpec(path, dataset, model, optimizer, training, objective, canonical, knobs, search)
+    check_strategies_fit(spec)
+    return spec
 
 
-def check_strategies_fit(spec: SearchSpec, num_tasks: int) -> None:
+def check_strategies_fit(spec: SearchSpec) -> None:
     """Each strategy against the data set's task count and the model (auxiliary tasks, Recon's encoder, a
     Jacobian over shared layers), so that a misfit is one sentence before Ray starts rather than an error in
-    every trial. Called where the data set is first built (it knows `num_tasks`)."""
+    every trial."""
     check = getattr(strategies, "check_compatibility", None)
     if check is None:  # the registry predates the check
         return
+    fixed = {k: v for k, v in spec.dataset.items() if k != "name" and not isinstance(v, Range)}
+    num_tasks = len(data.declared_tasks(spec.dataset["name"], fixed))
     model_options = {k: v for k, v in spec.model.items() if k != "name"}
     for strategy in spec.strategies:
         check(strategy, spec.strategy_knobs.get(strategy, {}), num_tasks, spec.model["name"], model_options)
