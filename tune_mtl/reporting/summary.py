@@ -1,6 +1,10 @@
-"""Search results -> the per-strategy summary (best configuration, its validation and test objective at the
-best validation epoch, failed trials; the Pareto front of a multi-objective search) as a printed table,
-`summary.json` and `summary.md`.
+"""Search results -> the per-strategy summary (best configuration, its score and test objective at the scored
+epoch, failed trials; the Pareto front of a multi-objective search) as a printed table, `summary.json` and
+`summary.md`.
+
+One score per trial: a trial's score is keys.SCORE of its last result (its best validation objective; the
+trainable reports it every epoch, with every metric of that epoch under keys.AT_SCORE). It is the number its
+Optuna trial was told and the one Tune's best trial uses; a failed (diverged or errored) trial has none.
 
 Everything is read back from the run folder (Tune's experiment snapshots and each trial's `result.json`),
 not from the driver's memory, so `launch.py report RUN_DIR` gives the same summary after a crash.
@@ -16,7 +20,8 @@ import numpy as np
 
 from tune_mtl.reporting.pareto import front
 from tune_mtl.storage.run_folder import RunFolder, is_url
-from tune_mtl.core.keys import DIVERGED, FAILURE_REASON, OBJECTIVE, TEST_OBJECTIVE
+from tune_mtl.core.keys import (AT_SCORE, DIVERGED, FAILURE_REASON, OBJECTIVE, SCORE, SCORE_EPOCH,
+                                 TEST_OBJECTIVE, TRIAL_NAME)
 
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 PARETO_AT = "last epoch (the values each trial reported last: what the multi-objective study was told)"
@@ -31,12 +36,14 @@ def _flagged(value: Any) -> bool:
     return isinstance(value, (bool, np.bool_)) and bool(value)
 
 
-def _best_epoch(history: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
-    rows = [r for r in history if _finite(r.get(OBJECTIVE))]
-    if not rows:
+def trial_score(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The trial's score, its epoch and the metrics then (from its last result); None if failed or unscored."""
+    last = row["history"][-1] if row["history"] else {}
+    if row["error"] or not _finite(last.get(SCORE)):
         return None
-    pick = min if mode == "min" else max
-    return pick(rows, key=lambda r: r[OBJECTIVE])
+    metrics = {k[len(AT_SCORE):]: v for k, v in last.items() if isinstance(k, str) and k.startswith(AT_SCORE)}
+    return {"val": last[SCORE], "test": metrics.get(TEST_OBJECTIVE), "epoch": int(last.get(SCORE_EPOCH, 0)),
+            "metrics": metrics}
 
 
 def _error_reason(text: str) -> str:
@@ -78,8 +85,9 @@ def load_trials(experiment_path: str) -> list[dict[str, Any]]:
             error = str(last.get(FAILURE_REASON))
         else:
             error = ""
-        rows.append({"trial_id": trial.trial_id, "path": trial.path, "config": trial.config, "status": trial.status,
-                     "history": history, "error": error})
+        name = trial.config.get(TRIAL_NAME) or trial.trial_id
+        rows.append({"trial_id": trial.trial_id, "name": name, "path": trial.path, "config": trial.config,
+                     "status": trial.status, "history": history, "error": error})
     return rows
 
 
@@ -91,24 +99,18 @@ def _curve(history: list[dict[str, Any]]) -> dict[str, list]:
 
 def strategy_summary(rows: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     best = None
+    scores: dict[str, float | None] = {}
     for row in rows:
-        epoch = _best_epoch(row["history"], mode)
-        if epoch is None:
+        score = trial_score(row)
+        scores[row["name"]] = score["val"] if score else None
+        if score is None:
             continue
-        better = best is None or (epoch[OBJECTIVE] < best["val"] if mode == "min" else epoch[OBJECTIVE] > best["val"])
-        if better:
-            best = {
-                "val": epoch[OBJECTIVE],
-                "test": epoch.get(TEST_OBJECTIVE),
-                "epoch": int(epoch.get("epoch", epoch.get("training_iteration", 0))),
-                "trial_id": row["trial_id"],
-                "config": row["config"],
-                "metrics": {k: v for k, v in epoch.items() if isinstance(k, str) and k.startswith(("val/", "test/"))},
-                "curve": _curve(row["history"]),  # for the learning-curve plot
-            }
-    failed = [{"trial_id": r["trial_id"], "reason": r["error"]} for r in rows if r["error"]]
-    unfinished = [r["trial_id"] for r in rows if r["status"] in UNFINISHED]
-    return {"best": best, "trials": len(rows), "failed": failed, "unfinished": unfinished}
+        if best is None or (score["val"] < best["val"] if mode == "min" else score["val"] > best["val"]):
+            best = {**score, "trial_id": row["trial_id"], "trial": row["name"], "config": row["config"],
+                    "curve": _curve(row["history"])}  # curve: for the learning-curve plot
+    failed = [{"trial_id": r["trial_id"], "trial": r["name"], "reason": r["error"]} for r in rows if r["error"]]
+    unfinished = [r["name"] for r in rows if r["status"] in UNFINISHED]
+    return {"best": best, "trials": len(rows), "failed": failed, "unfinished": unfinished, "scores": scores}
 
 
 def pareto_front(rows: list[dict[str, Any]], objectives: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,7 +122,7 @@ def pareto_front(rows: list[dict[str, Any]], objectives: list[dict[str, Any]]) -
     return {
         "at": PARETO_AT,
         "trials": [
-            {"strategy": candidates[i][0]["config"]["strategy"]["name"], "trial_id": candidates[i][0]["trial_id"],
+            {"strategy": candidates[i][0]["config"]["strategy"]["name"], "trial_id": candidates[i][0]["name"],
              "epoch": int(candidates[i][1].get("epoch", 0)), "values": dict(zip(keys, points[i], strict=True)),
              "config": candidates[i][0]["config"]}
             for i in on_front
@@ -138,7 +140,7 @@ def summarise_run(run: RunFolder, experiment_names: list[str]) -> dict[str, Any]
     summary: dict[str, Any] = {
         "run_dir": run.local,
         "tune_storage": run.tune_storage,
-        "objective": {"key": OBJECTIVE, **objective},
+        "objective": {"key": OBJECTIVE, "score": SCORE, **objective},
         "strategies": {name: strategy_summary(group, objective["mode"]) for name, group in by_strategy.items()},
         "optuna_storage": run.optuna_display_url(),
         "studies": run.studies,
@@ -167,8 +169,9 @@ def _short_config(config: dict[str, Any]) -> str:
 
 def format_table(summary: dict[str, Any]) -> str:
     mode = summary["objective"]["mode"]
-    head = f"| strategy | best val objective ({mode}) | test objective | epoch | trials | failed | best configuration |"
-    lines = [head, "|" + "---|" * 7]
+    head = (f"| strategy | best trial | score: best val objective ({mode}) | test objective | epoch | trials | "
+            "failed | best configuration |")
+    lines = [head, "|" + "---|" * 8]
     ranked = sorted(
         summary["strategies"].items(),
         key=lambda kv: (kv[1]["best"] is None,
@@ -177,17 +180,17 @@ def format_table(summary: dict[str, Any]) -> str:
     for name, s in ranked:
         best = s["best"]
         if best is None:
-            lines.append(f"| {name} | - | - | - | {s['trials']} | {len(s['failed'])} | (no trial finished an epoch) |")
+            lines.append(f"| {name} | - | - | - | - | {s['trials']} | {len(s['failed'])} | (no trial scored) |")
             continue
         test = "-" if not _finite(best["test"]) else f"{best['test']:.5g}"
         lines.append(
-            f"| {name} | {best['val']:.5g} | {test} | {best['epoch']} | {s['trials']} | {len(s['failed'])} | "
+            f"| {name} | {best.get('trial', best['trial_id'])} | {best['val']:.5g} | {test} | {best['epoch']} | {s['trials']} | {len(s['failed'])} | "
             f"{_short_config(best['config'])} |"
         )
     failures = [(n, f) for n, s in summary["strategies"].items() for f in s["failed"]]
     if failures:
         lines.append("\nFailed trials:")
-        lines += [f"- {name} {f['trial_id']}: {f['reason']}" for name, f in failures]
+        lines += [f"- {name} {f.get('trial', f['trial_id'])}: {f['reason']}" for name, f in failures]
     unfinished = [(n, t) for n, s in summary["strategies"].items() for t in s.get("unfinished", [])]
     if unfinished:
         lines.append(f"\nUnfinished trials ({len(unfinished)}; finish them with launch.py search --resume "

@@ -1,9 +1,17 @@
-"""`--strategy-mode categorical`: one Optuna study in which the strategy is itself a searched parameter.
+"""The define-by-run Optuna spaces of the search: what each Optuna trial samples, as a nested trial config.
 
-A define-by-run space: the strategy is drawn first, then the shared ranges, then only the chosen strategy's
-knobs (ranges from `SearchSpec.strategy_knobs`). Knobs are named `<strategy>/<knob>` in Optuna so that two
-strategies' `alpha` keep separate distributions, and handed to the trial as `strategy/<knob>`.
-A class rather than a closure: Tune pickles the searcher, and with it this space.
+`StrategySpace` (default, one study per strategy): the shared ranges (dataset, model, optimizer, training, in
+that order), then that strategy's own knobs, named `strategy/<knob>` in Optuna. Shared ranges come first and
+in a fixed order so that studies seeded alike draw the same shared values even when their knobs differ
+(`search.paired_startup`).
+
+`StrategyChoiceSpace` (`--strategy-mode categorical`, one study): the strategy is drawn first, then the shared
+ranges, then only the chosen strategy's knobs, named `<strategy>/<knob>` in Optuna so that two strategies'
+`alpha` keep separate distributions, and handed to the trial as `strategy.<knob>`.
+
+Both return only what they sampled (plus the strategy's fixed knobs); the fixed values of the search space
+come from the Tuner's param space (`fixed_space`), which Tune merges with every suggestion. Classes rather
+than closures: Tune pickles the searcher, and with it these spaces.
 """
 
 from __future__ import annotations
@@ -24,27 +32,55 @@ def suggest(trial, name: str, value: Range) -> Any:
     return trial.suggest_float(name, lo, hi, log=value.kind == "loguniform")
 
 
+class SharedRanges:
+    """The searched values every strategy shares, in a fixed order."""
+
+    def __init__(self, spec: SearchSpec) -> None:
+        self.ranges = [(s, k, v) for s in SECTIONS for k, v in getattr(spec, s).items() if isinstance(v, Range)]
+
+    def sample(self, trial) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        for section, key, value in self.ranges:
+            config.setdefault(section, {})[key] = suggest(trial, f"{section}/{key}", value)
+        return config
+
+
+def knob_values(trial, knobs: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {knob: suggest(trial, f"{prefix}/{knob}", value) if isinstance(value, Range) else value
+            for knob, value in knobs.items()}
+
+
+class StrategySpace:
+    """One strategy's study: the shared ranges, then its knobs."""
+
+    def __init__(self, spec: SearchSpec, strategy: str) -> None:
+        self.shared = SharedRanges(spec)
+        self.strategy = strategy
+        self.knobs = dict(spec.strategy_knobs.get(strategy, {}))
+
+    def __call__(self, trial) -> dict[str, Any]:
+        config = self.shared.sample(trial)
+        config["strategy"] = {"name": self.strategy, **knob_values(trial, self.knobs, "strategy")}
+        return config
+
+
 class StrategyChoiceSpace:
+    """One study for all strategies: the strategy is a categorical, its knobs are conditional on it."""
+
     def __init__(self, spec: SearchSpec) -> None:
         self.strategies = list(spec.strategies)
-        self.ranges = [(f"{s}/{k}", v) for s in SECTIONS for k, v in getattr(spec, s).items() if isinstance(v, Range)]
+        self.shared = SharedRanges(spec)
         self.knobs = {s: dict(spec.strategy_knobs.get(s, {})) for s in self.strategies}
 
     def __call__(self, trial) -> dict[str, Any]:
         name = trial.suggest_categorical("strategy/name", self.strategies)
-        for key, value in self.ranges:
-            suggest(trial, key, value)
-        # Ray's wrapper records every suggest_* call as a config key; knobs go through the bare Optuna
-        # trial under their per-strategy name and reach the config through the returned dict instead.
-        bare = getattr(trial, "ot_trial", trial)
-        return {
-            f"strategy/{knob}": suggest(bare, f"{name}/{knob}", value) if isinstance(value, Range) else value
-            for knob, value in self.knobs[name].items()
-        }
+        config = self.shared.sample(trial)
+        config["strategy"] = {"name": name, **knob_values(trial, self.knobs[name], name)}
+        return config
 
 
 def fixed_space(spec: SearchSpec) -> dict[str, Any]:
-    """The param space's fixed values; the define-by-run space supplies every range."""
+    """The param space's fixed values; the define-by-run spaces supply every range."""
 
     def fixed(section: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in section.items() if not isinstance(v, Range)}

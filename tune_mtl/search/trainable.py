@@ -1,13 +1,23 @@
 """The Ray Tune trainable: a trial config -> `Trainer`, one `tune.report` (with a checkpoint) per epoch.
 
-Resumes from `tune.get_checkpoint()` (a retried trial continues at its last epoch, not at epoch 0).
-A diverged trial ends with one last result flagged `diverged` (with the reason, and NaN validation metrics
-so that Optuna records the trial as failed) instead of raising: Tune retries raised errors (a lost node
-needs that), and a deterministic divergence would only repeat.
+One score per trial: every epoch reports keys.SCORE (the best validation objective so far: the trial is
+scored at its best epoch, i.e. early stopping), keys.SCORE_EPOCH and, under keys.AT_SCORE, every val/ and
+test/ metric of that epoch. Optuna is told that score, Tune's best trial and the summary use it, W&B shows it.
+The scored epoch's model weights travel in every checkpoint (`scored_model.pt`), so the model the score
+describes is kept however many epochs follow.
+
+Resumes from `tune.get_checkpoint()` (a retried trial continues at its last epoch, not at epoch 0, with its
+score so far). A diverged trial ends with one last result flagged `diverged` (with the reason, and NaN
+validation metrics so that Optuna records the trial as failed) instead of raising: Tune retries raised
+errors (a lost node needs that), and a deterministic divergence would only repeat.
+
+W&B is logged from inside the trial (`tracking.trial_logger`): the driver never waits on it.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -15,9 +25,11 @@ from typing import Any
 
 import torch
 
-from tune_mtl.core.keys import DIVERGED, FAILURE_REASON
+from tune_mtl.core.keys import AT_SCORE, DIVERGED, FAILURE_REASON, OBJECTIVE, SCORE, SCORE_EPOCH, TRACKING, TRIAL_NAME
 
 CHECKPOINT_FILE = "trainer.pt"
+SCORED_MODEL_FILE = "scored_model.pt"  # the model weights at the scored epoch
+SCORE_FILE = "score.json"
 
 
 def pick_device() -> torch.device:
@@ -36,6 +48,47 @@ def assigned_cpus() -> int:
     return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
 
+class Score:
+    """The best validation objective so far, its epoch, the metrics of that epoch and the model then."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.value: float | None = None
+        self.epoch: int | None = None
+        self.metrics: dict[str, float] = {}
+        self.model_state: dict[str, Any] | None = None
+
+    def update(self, metrics: dict[str, Any], epoch: int, model: torch.nn.Module) -> bool:
+        value = metrics.get(OBJECTIVE)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.value is not None and not (value < self.value if self.mode == "min" else value > self.value):
+            return False  # ties keep the earlier epoch
+        self.value, self.epoch = float(value), epoch
+        self.metrics = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+        self.model_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return True
+
+    def result(self) -> dict[str, Any]:
+        if self.value is None:  # Tune checks that every result holds its metric: NaN until an epoch scores
+            return {SCORE: math.nan, SCORE_EPOCH: 0}
+        return {SCORE: self.value, SCORE_EPOCH: self.epoch, **{AT_SCORE + k: v for k, v in self.metrics.items()}}
+
+    def save(self, folder: Path) -> None:
+        (folder / SCORE_FILE).write_text(json.dumps({"value": self.value, "epoch": self.epoch,
+                                                     "metrics": self.metrics}))
+        if self.model_state is not None:
+            torch.save(self.model_state, folder / SCORED_MODEL_FILE)
+
+    def load(self, folder: Path) -> None:
+        if not (folder / SCORE_FILE).exists():
+            return
+        saved = json.loads((folder / SCORE_FILE).read_text())
+        self.value, self.epoch, self.metrics = saved["value"], saved["epoch"], saved["metrics"]
+        if (folder / SCORED_MODEL_FILE).exists():
+            self.model_state = torch.load(folder / SCORED_MODEL_FILE, weights_only=True)
+
+
 def failure_result(trainer, reason: str) -> dict[str, Any]:
     """NaN for every validation/test metric (whichever the search optimises), plus the reason."""
     metrics: dict[str, Any] = {"epoch": trainer.epoch, DIVERGED: True, FAILURE_REASON: reason}
@@ -47,32 +100,68 @@ def failure_result(trainer, reason: str) -> dict[str, Any]:
     return metrics
 
 
-def load_checkpoint(trainer, checkpoint) -> None:
+def load_checkpoint(trainer, checkpoint, score: Score | None = None) -> None:
     with checkpoint.as_directory() as folder:
         trainer.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=False))
+        if score is not None:
+            score.load(Path(folder))
     # PBT restarts a trial from another trial's checkpoint with a mutated learning rate: the config's
     # value wins over the one saved in the optimizer state (the same value in every other case).
     for group in trainer.optimizer.param_groups:
         group["lr"] = trainer.cfg.optimizer["lr"]
 
 
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], str | None, dict | None]:
+    """(the Trainer's config, the trial name, the W&B settings): TrialConfig accepts only its own keys."""
+    config = copy.deepcopy(dict(config))
+    return config, config.pop(TRIAL_NAME, None), config.pop(TRACKING, None)
+
+
 def train_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
+    from tune_mtl.core.errors import UserError
+    from tune_mtl.search.trial_errors import user_error_result
+
+    try:
+        run_trial(config)
+    except ZeroDivisionError as err:  # a configuration error: reported once, never retried (see trial_errors.py)
+        tune.report(user_error_result(str(err)))
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    from ray import tune
+
+    from tune_mtl.search.tracking import trial_logger
     from tune_mtl.training.trainer import Trainer, TrialDiverged
 
     torch.set_num_threads(assigned_cpus())  # N trials on N cores: one intra-op thread each, not N each
-    trainer = Trainer(config, device=pick_device())
+    trainer_config, name, tracking = split_config(config)
+    name = name or tune.get_context().get_trial_name()
+    trainer = Trainer(trainer_config, device=pick_device())
+    score = Score(trainer.objective.mode)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        load_checkpoint(trainer, checkpoint)
-    epochs = trainer.cfg.training["epochs"]
-    while trainer.epoch < epochs:
-        try:
-            metrics = trainer.run_epoch()
-        except TrialDiverged as err:
-            tune.report(failure_result(trainer, str(err)))
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        load_checkpoint(trainer, checkpoint, score)
+    logger = trial_logger(tracking, name, trainer_config["strategy"]["name"], trainer_config)
+    try:
+        epochs = trainer.cfg.training["epochs"]
+        while trainer.epoch < epochs:
+            try:
+                metrics = trainer.run_epoch()
+            except TrialDiverged as err:
+                # A diverged trial has no score (Optuna: FAIL), whatever its epochs before scored.
+                result = {**failure_result(trainer, str(err)), SCORE: math.nan, SCORE_EPOCH: 0}
+                logger.log(result, step=trainer.epoch)
+                tune.report(result)
+                return
+            score.update(metrics, trainer.epoch, trainer.model)
+            result = {**metrics, **score.result()}
+            logger.log(result, step=trainer.epoch)
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT_FILE)
+                score.save(Path(folder))
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+    finally:
+        logger.summary(score.result())
+        logger.close()
