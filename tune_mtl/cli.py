@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
                         help="default: online if WANDB_API_KEY is set, else offline")
     search.add_argument("--wandb-project", default="tune-mtl", help="W&B project name")
-    search.add_argument("--quiet", action="store_true", help="no per-trial progress tables")
+    search.add_argument("-q", "--quiet", action="store_true", help="only the final table")
+    search.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: Ray Tune's own status tables and logs as well (-vv: more)")
 
     report = sub.add_parser("report", help="summary table and plots of a run folder (also after a crash)")
     report.add_argument("run_dir", metavar="RUN_DIR")
@@ -142,7 +144,7 @@ def _search(args: argparse.Namespace) -> int:
         address=args.address,
         wandb_mode=args.wandb_mode,
         wandb_project=args.wandb_project,
-        verbose=0 if args.quiet else 1,
+        verbose=0 if args.quiet else 1 + args.verbose,
         optuna_storage=args.optuna_storage,
     )
     if args.resume:
@@ -223,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"launch.py: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("launch.py: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # the engine's SearchInterrupted says how to resume
+        print(f"launch.py: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `launch.py datasets | head -1`: the reader left; say nothing more, and keep Python's exit-time
