@@ -1,15 +1,16 @@
 """The define-by-run Optuna spaces of the search: what each Optuna trial samples, as a nested trial config.
 
 `StrategySpace` (default, one study per strategy): the shared ranges (dataset, model, optimizer, training, in
-that order), then that strategy's own knobs, named `strategy/<knob>` in Optuna. Shared ranges come first and
-in a fixed order so that studies seeded alike draw the same shared values even when their knobs differ
-(`search.paired_startup`).
+that order), then that strategy's own knobs, named `strategy/<knob>` in Optuna.
 
 `StrategyChoiceSpace` (`--strategy-mode categorical`, one study): the strategy is drawn first, then the shared
 ranges, then only the chosen strategy's knobs, named `<strategy>/<knob>` in Optuna so that two strategies'
 `alpha` keep separate distributions, and handed to the trial as `strategy.<knob>`.
 
-Both return only what they sampled (plus the strategy's fixed knobs); the fixed values of the search space
+`paired_draws` gives the start-up values of the shared ranges that every strategy's study starts from in a
+paired search (`search.paired_startup`), whatever shape each strategy's knobs have.
+
+Both spaces return only what they sampled (plus the strategy's fixed knobs); the fixed values of the search space
 come from the Tuner's param space (`fixed_space`), which Tune merges with every suggestion. Classes rather
 than closures: Tune pickles the searcher, and with it these spaces.
 """
@@ -43,6 +44,21 @@ class SharedRanges:
         for section, key, value in self.ranges:
             config.setdefault(section, {})[key] = suggest(trial, f"{section}/{key}", value)
         return config
+
+
+def paired_draws(spec: SearchSpec, count: int, seed: int) -> tuple[dict[str, Any], ...]:
+    """`count` random draws of the shared ranges as Optuna params (`section/key`), the same for every study
+    of a paired search (see `searcher.StudySetup.enqueued`)."""
+    import optuna
+
+    shared = SharedRanges(spec)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    draws = []
+    for _ in range(count):
+        trial = study.ask()
+        shared.sample(trial)
+        draws.append(dict(trial.params))
+    return tuple(draws)
 
 
 def knob_values(trial, knobs: dict[str, Any], prefix: str) -> dict[str, Any]:

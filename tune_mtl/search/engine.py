@@ -29,8 +29,8 @@ from typing import Any
 from tune_mtl.core.errors import UserError
 from tune_mtl.core.keys import SCORE
 from tune_mtl.search.experiment import EXPERIMENT
-from tune_mtl.search.plan import (CATEGORICAL, budgets, plan_notes, resolve_search_objective, sampler_plan,
-                                  sampler_seed, study_keys, uses_optuna)
+from tune_mtl.search.plan import (CATEGORICAL, budgets, paired, plan_notes, resolve_search_objective,
+                                  sampler_plan, sampler_seed, study_keys, uses_optuna)
 from tune_mtl.search.spec import SearchSpec
 from tune_mtl.storage.run_folder import RunFolder, is_url, new_run, open_run
 
@@ -78,7 +78,7 @@ def objective_names(objective: dict[str, Any]) -> tuple[list[str], list[str], li
 
 def make_searcher(spec: SearchSpec, run: RunFolder, storage, concurrency: int):
     """The searcher over every study of the search, or None where Tune samples by itself (PBT)."""
-    from tune_mtl.search.categorical_space import StrategyChoiceSpace, StrategySpace
+    from tune_mtl.search.categorical_space import StrategyChoiceSpace, StrategySpace, paired_draws
     from tune_mtl.search.searcher import Objectives, StudySearcher, StudySetup
 
     if not uses_optuna(spec):
@@ -87,8 +87,9 @@ def make_searcher(spec: SearchSpec, run: RunFolder, storage, concurrency: int):
     for key, budget in budgets(spec).items():
         plan = sampler_plan(budget, concurrency)
         space = StrategyChoiceSpace(spec) if key == CATEGORICAL else StrategySpace(spec, key)
+        enqueued = paired_draws(spec, plan.startup, spec.search["seed"]) if paired(spec) else ()
         setups.append(StudySetup(key, run.studies[key], space, budget, sampler_seed(spec, key), plan.startup,
-                                 plan.constant_liar))
+                                 plan.constant_liar, enqueued))
     keys, modes, names = objective_names(run.objective)
     return StudySearcher(setups, storage, Objectives(keys, modes, names), run.experiment(EXPERIMENT), run.name)
 

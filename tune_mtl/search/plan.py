@@ -83,12 +83,19 @@ def sampler_plan(trials: int, concurrency: int) -> SamplerPlan:
     return SamplerPlan(trials=trials, startup=min(startup, trials), constant_liar=concurrency > 1)
 
 
+def paired(spec: SearchSpec) -> bool:
+    """`search.paired_startup` (default true): every strategy's study starts from the same start-up
+    configurations of the shared ranges (common random numbers: the gap between two strategies' results is
+    then theirs, not the luck of their draws; the README's old "PCGrad equals uniform" was this pairing without
+    saying so). Unpaired: each study draws its own start-up. Meaningless for one categorical study."""
+    return bool(spec.search.get("paired_startup", True)) and spec.search["strategy_mode"] == "separate"
+
+
 def sampler_seed(spec: SearchSpec, study: str) -> int:
-    """Paired (`search.paired_startup`, the default): every study gets the search's seed, so studies whose
-    shared ranges are alike start from the same configurations (common random numbers: a gap between two
-    strategies is theirs, not the draws'). Unpaired: a seed derived per study (stable across processes)."""
+    """Paired: the search's seed for every study (its start-up is enqueued, see `paired`). Unpaired: a seed
+    derived per study (stable across processes), so the studies' draws differ."""
     seed = spec.search["seed"]
-    if spec.search.get("paired_startup", True):
+    if paired(spec):
         return seed
     return (seed * 1_000_003 + zlib.crc32(study.encode())) % 2**31
 

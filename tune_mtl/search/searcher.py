@@ -54,6 +54,10 @@ class StudySetup:
     seed: int
     startup: int
     constant_liar: bool
+    # Paired start-up (common random numbers): the shared ranges' values of the first trials, the same for
+    # every study; enqueued into a new study, so each strategy starts from the same configurations (its own
+    # knobs still drawn by its sampler).
+    enqueued: tuple[dict[str, Any], ...] = ()
 
     def sampler(self) -> optuna.samplers.BaseSampler:
         with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna's wording only
@@ -126,6 +130,9 @@ class StudySearcher(Searcher):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(self._objectives.names)
+            if not study.trials:  # a new study (a resumed one has its start-up already)
+                for params in setup.enqueued:
+                    study.enqueue_trial(params, skip_if_exists=False)
             self._studies[key] = study
         return self._studies[key]
 
