@@ -343,4 +343,6 @@ def check_strategies_fit(spec: SearchSpec) -> None:
     num_tasks = len(data.declared_tasks(spec.dataset["name"], fixed))
     model_options = {k: v for k, v in spec.model.items() if k != "name"}
     for strategy in spec.strategies:
-        check(strategy, spec.strategy_knobs.get(strategy, {}), num_tasks, spec.model["name"], model_options)
+        # Ranges' ends were checked by parse_knobs; the strategy's constructor takes values, not ranges.
+        fixed_knobs = {k: v for k, v in spec.strategy_knobs.get(strategy, {}).items() if not isinstance(v, Range)}
+        check(strategy, fixed_knobs, num_tasks, spec.model["name"], model_options)
