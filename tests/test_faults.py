@@ -190,3 +190,37 @@ def test_killed_driver_resumes_the_same_search(tmp_path):
     for strategy in ("uniform", "random"):
         configs = [json.loads((d / "params.json").read_text()) for d in trial_dirs(run / strategy)]
         assert_one_optuna_trial_per_tune_trial(f"sqlite:///{run / 'optuna.db'}", strategy, configs)
+
+
+# -- a UserError inside a trial: never retried, ends the search with its sentence ------------------------------
+def test_user_error_inside_a_trial_is_not_retried_and_stops_the_search(tmp_path, ray_session):
+    from ray import tune
+
+    from tune_mtl.core.errors import UserError
+    from tune_mtl.core.keys import USER_ERROR
+    from tune_mtl.search.trainable import train_trial
+    from tune_mtl.search.trial_errors import StopOnUserError, raise_trial_user_error, trial_user_error
+
+    missing = tmp_path / "no-mnist-here"
+    config = {"dataset": {"name": "multi_mnist", "root": str(missing), "train_size": 8, "val_size": 8,
+                          "test_size": 8},
+              "training": {"epochs": 3}, "strategy": {"name": "uniform"}}
+    tuner = tune.Tuner(
+        tune.with_resources(train_trial, {"cpu": 1}),
+        param_space={**config, "seed": tune.randint(0, 1000)},
+        tune_config=tune.TuneConfig(num_samples=4, max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="user_error", storage_path=str(tmp_path), stop=StopOnUserError(),
+                                  failure_config=tune.FailureConfig(max_failures=3), verbose=0),
+    )
+    results = tuner.fit()
+    ran = [r for r in results if r.metrics]
+    assert len(ran) == 1, "the first trial's error ended the experiment"
+    assert all(r.error is None for r in results), "reported, not raised: Tune did not retry it"
+    trial_dirs = sorted(p for p in (tmp_path / "user_error").iterdir() if p.is_dir())
+    rows = history(trial_dirs[0]) if trial_dirs else []
+    assert len(rows) == 1 and rows[0][USER_ERROR], "one result, no retries"
+    message = trial_user_error(results)
+    assert message and str(missing) in message
+    with pytest.raises(UserError) as err:
+        raise_trial_user_error(results)
+    assert str(err.value) == message

@@ -7,6 +7,9 @@ OBJECTIVE = "val/objective"  # what every trial reports each epoch
 TEST_OBJECTIVE = "test/objective"
 DIVERGED = "diverged"  # a trial's last result is flagged with this when its loss became non-finite
 FAILURE_REASON = "failure_reason"
+# A trial's last result carries this (the sentence) when the trial raised a UserError: a configuration error
+# that every retry would repeat, so the trial ends at once and the driver ends the search with the sentence.
+USER_ERROR = "user_error"
 
 # One score per trial, everywhere: the best validation objective over the epochs run so far (early-stopping
 # selection). Optuna is told it, Tune's best trial uses it, and the summary, report, plots and W&B show it.
