@@ -135,7 +135,7 @@ def test_modo_and_sdmgrad_weights_stay_on_the_simplex_and_give_the_documented_up
     sdm = SDMGrad(3, lamda=0.3, niter=20)
     d = sdm.aggregate_pieces(J3, J1, J2)
     assert (sdm.w >= 0).all() and sdm.w.sum() == pytest.approx(1.0, abs=1e-6)
-    assert torch.allclose(d, (sdm.w @ J3 + 0.3 * J3.mean(0)) / 1.3, atol=1e-6)
+    assert torch.allclose(d, (sdm.w.to(J3.dtype) @ J3 + 0.3 * J3.mean(0)) / 1.3, atol=1e-6)
 
 
 def test_simplex_projection_matches_a_brute_force_qp():

@@ -195,12 +195,13 @@ class GradientAggregation(Strategy):
         return self.aggregate(jacobian)
 
     def step_on_losses(self, ctx: StepContext, task_losses: Tensor) -> None:
-        """Shared `.grad` from the batched Jacobian of `task_losses`; each head gets its own task's gradient."""
+        """Shared `.grad` from the Jacobian of `task_losses`; each head gets its own task's gradient."""
         from tune_mtl.strategies import jacobian as jac
 
-        J = jac.task_jacobian(task_losses, ctx.shared_params, retain_graph=True)
+        J, head_grads = jac.task_jacobian_and_head_grads(task_losses, ctx.shared_params, ctx.task_params,
+                                                         retain_graph=False)
         jac.write_grads(ctx.shared_params, self.shared_update(J, task_losses))
-        jac.backward_heads(task_losses, ctx.all_task_params)
+        jac.set_grads(head_grads)
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         self.step_on_losses(ctx, ctx.task_losses)
@@ -210,6 +211,14 @@ class GradientAggregation(Strategy):
         return {}
 
 
+def gramian(jacobian: Tensor) -> Tensor:
+    """G = J J^T accumulated in float64, whatever J's dtype: the T x T solvers downstream (inverse square
+    roots, Newton steps, equal-projection systems) need the small eigenvalues that a float32 sum over millions
+    of parameters rounds away (Aligned-MTL loses its equal singular values on ill-conditioned J otherwise)."""
+    J = jacobian.double()
+    return J @ J.T
+
+
 class GramianWeighting(GradientAggregation):
     """Aggregators that only need the T x T Gramian G = J J^T: weights w(G), update w^T J (torchjd's shape)."""
 
@@ -217,8 +226,8 @@ class GramianWeighting(GradientAggregation):
         raise NotImplementedError
 
     def aggregate(self, jacobian: Tensor) -> Tensor:
-        self.last_weights = self.weights_from_gramian(jacobian @ jacobian.T)
-        return self.last_weights @ jacobian
+        self.last_weights = self.weights_from_gramian(gramian(jacobian))
+        return self.last_weights.to(jacobian.dtype) @ jacobian
 
     def logs(self) -> dict[str, float]:
         weights = getattr(self, "last_weights", None)

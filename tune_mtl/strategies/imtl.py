@@ -66,9 +66,9 @@ class IMTL(GramianWeighting):
         if self.log_scales is not None:
             s = self.log_scales
             # The scale parameters see only their own objective sum_t (e^{s_t} L_t - s_t); the network sees
-            # the scaled losses with s held fixed.
-            s.grad = (s.exp() * task_losses.detach() - 1).detach()
-            task_losses = s.detach().exp() * task_losses
+            # the scaled losses with s held fixed. Each side keeps its own dtype (float64 losses, float32 s).
+            s.grad = (s.detach().exp() * task_losses.detach().to(s.dtype) - 1).detach()
+            task_losses = s.detach().exp().to(task_losses.dtype) * task_losses
             logs.update(weight_logs(s.detach().exp(), "scale"))
         if self.mode == "loss":
             task_losses.sum().backward()

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GramianWeighting, Knob, StepContext, weight_logs
+from tune_mtl.strategies.base import GramianWeighting, Knob, StepContext, gramian, weight_logs
 from tune_mtl.strategies.min_norm import like, min_norm_weights
 
 
@@ -42,9 +42,10 @@ class MGDA(GramianWeighting):
     def combination(self, jacobian: Tensor, task_losses: Tensor) -> Tensor:
         """[T] coefficients c with update c @ J: min-norm weights of the normalised gradients / normaliser."""
         norm = self._normalizers(jacobian, task_losses)
-        scaled = jacobian / norm[:, None]
-        self.last_weights = self.weights_from_gramian(scaled @ scaled.T)
-        return self.last_weights / norm
+        # Scaling the rows of the float64 Gramian equals the Gramian of the scaled rows.
+        scale = 1.0 / norm.double()
+        self.last_weights = self.weights_from_gramian(gramian(jacobian) * scale[:, None] * scale[None, :])
+        return (self.last_weights * scale).to(jacobian.dtype)
 
     def shared_update(self, jacobian: Tensor, task_losses: Tensor) -> Tensor:
         return self.combination(jacobian, task_losses) @ jacobian

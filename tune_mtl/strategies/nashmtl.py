@@ -1,5 +1,6 @@
 """Nash-MTL (Navon et al. 2022): task weights alpha > 0 of the Nash bargaining solution, G alpha = 1 / alpha
-(elementwise), on the Gramian normalised by its Frobenius norm (as the official code does).
+(elementwise) on the raw Gramian G = J J^T (float64), as the paper states it and the official code solves it
+(it works in G / |G|_F for conditioning, and its constraint scales back: the update's norm is the paper's).
 
 The equation is the stationarity condition of the strictly convex f(alpha) = alpha'G alpha / 2 - sum log alpha,
 so damped Newton (Hessian G + diag(1/alpha^2)) solves it to machine precision in a handful of iterations;
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, weight_logs
+from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, gramian, weight_logs
 from tune_mtl.strategies.min_norm import solve, to_numpy
 
 # Floor on the eigenvalues of the Gramian relative to its trace: when the task gradients are linearly
@@ -74,11 +75,7 @@ class NashMTL(GradientAggregation):
         self.updates += 1
         if update:
             J = jac.task_jacobian(task_losses, ctx.shared_params, retain_graph=True)
-            G = to_numpy(J @ J.T)
-            norm = np.linalg.norm(G)
-            if norm > 0 and np.isfinite(norm):
-                # Warm start from the previous solution: consecutive Gramians are close.
-                self.alpha = nash_weights(G / norm, start=self.alpha, max_iter=self.optim_niter)
+            self.alpha = self.solve(to_numpy(gramian(J)), warm=self.updates > 1)
         weights = torch.as_tensor(self.alpha, dtype=task_losses.dtype, device=task_losses.device)
         if update:  # J is at hand: no second backward through the encoder
             jac.write_grads(ctx.shared_params, weights @ J)
@@ -88,6 +85,18 @@ class NashMTL(GradientAggregation):
         if self.max_norm > 0:
             torch.nn.utils.clip_grad_norm_(ctx.shared_params, self.max_norm)
         return weight_logs(weights)
+
+    def solve(self, G: np.ndarray, warm: bool) -> np.ndarray:
+        """alpha with G alpha = 1/alpha on the raw Gramian (the paper's equation, and the official code's: its
+        CCP constraint alpha_i * n * (G/n alpha)_i >= 1 undoes the normalisation it solves in). Solved on G/n,
+        n = |G|_F, for conditioning: alpha_n of G/n gives alpha = alpha_n / sqrt(n)."""
+        norm = float(np.linalg.norm(G))
+        if not (norm > 0 and np.isfinite(norm)):
+            return self.alpha
+        root = np.sqrt(norm)
+        # Warm start from the previous solution: consecutive Gramians are close.
+        start = self.alpha * root if warm else None
+        return nash_weights(G / norm, start=start, max_iter=self.optim_niter) / root
 
     def state_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha.copy(), "updates": self.updates}
