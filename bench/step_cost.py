@@ -2,26 +2,32 @@
 
 A step is what the trainer does per batch: zero_grad + forward + strategy.backward + optimizer.step.
 Two hard-parameter-sharing models: the toy MLP (input 250, 3 x 64 shared, per task 32-unit hidden layer) and a
-small conv encoder (2 conv + pooling on 1x28x28, T linear heads); T in {2, 3, 10}. Median over `--repeats`
-timed steps after `--warmup` untimed ones. The Jacobian part times `jacobian.task_jacobian` (one batched
-reverse pass) against a loop of T backward passes and checks that both give the same matrix.
+small conv encoder (2 conv + pooling on 1x28x28, T linear heads); T in {2, 3, 10}. Every strategy of the
+registry, stepped round-robin (`--repeats` timed rounds after `--warmup` untimed ones); each figure is a
+median with its inter-quartile range, and the ratio to `uniform` is taken per round (same round, same load)
+before its median is taken. The Jacobian part times `jacobian.task_jacobian` batched against looped (forward
+included), checks that both give the same matrix, and names the method the rule picks there.
 
-    .venv/bin/python bench/step_cost.py [--json] [--device cuda] [--repeats 30] [--threads 1]
+    .venv/bin/python bench/step_cost.py [--markdown] [--device cuda] [--repeats 30] [--threads 1]
+                                         [--jacobian auto|batched|loop]
+
+The full report (environment, raw per-step times) goes to bench/results/step_cost-<UTC time>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import timing  # noqa: E402
 
 from tune_mtl import strategies  # noqa: E402
 from tune_mtl.models.hps import HPSModel  # noqa: E402
@@ -83,30 +89,29 @@ class Runner:
             groups.append({"params": self.strategy.parameters()})
         return torch.optim.Adam(groups, lr=1e-4)
 
-    def timed_step(self) -> float:
+    def timed_step(self) -> timing.Stopwatch:
         model, batch = self.model, self.batch
-        sync(self.device)
-        start = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        rep, outputs = model(batch[0])
-        losses = torch.stack([(out.squeeze(-1) - y) ** 2 for out, y in zip(outputs, batch[1], strict=True)])
-        ctx = StepContext(
-            losses=losses, model=model, shared_params=model.shared_parameters(),
-            task_params=model.task_parameters(), representation=rep, step=self.step, epoch=0, batch=batch,
-            compute_losses=lambda b: compute_losses(model, b), val_batch=batch,
-        )
-        self.strategy.backward(ctx)
-        if self.strategy.parameters_changed:
-            self.optimizer = self._optimizer()
-            self.strategy.parameters_changed = False
-        self.optimizer.step()
-        sync(self.device)
+        with timing.Stopwatch(lambda: sync(self.device)) as watch:
+            self.optimizer.zero_grad(set_to_none=True)
+            rep, outputs = model(batch[0])
+            losses = torch.stack([(out.squeeze(-1) - y) ** 2 for out, y in zip(outputs, batch[1], strict=True)])
+            ctx = StepContext(
+                losses=losses, model=model, shared_params=model.shared_parameters(),
+                task_params=model.task_parameters(), representation=rep, step=self.step, epoch=0, batch=batch,
+                compute_losses=lambda b: compute_losses(model, b), val_batch=batch,
+            )
+            self.strategy.backward(ctx)
+            if self.strategy.parameters_changed:
+                self.optimizer = self._optimizer()
+                self.strategy.parameters_changed = False
+            self.optimizer.step()
         self.step += 1
-        return time.perf_counter() - start
+        return watch
 
 
 def time_strategies(names: list[str], kind: str, T: int, device: torch.device, warmup: int, repeats: int):
-    """Median step time per strategy. Steps are interleaved round-robin so that load on a shared machine
+    """Step times (s) per strategy and clock ("wall", "cpu"), one per round, and the errors of those that
+    failed. Steps are interleaved round-robin so that load on a shared machine
     hits every strategy alike (timing them one after the other made the ratios drift by 2x)."""
     runners, errors = {}, {}
     for name in names:
@@ -114,43 +119,105 @@ def time_strategies(names: list[str], kind: str, T: int, device: torch.device, w
             runners[name] = Runner(name, kind, T, device)
         except Exception as err:  # e.g. a strategy that needs more tasks than this setup has
             errors[name] = f"{type(err).__name__}: {err}"
-    times: dict[str, list[float]] = {name: [] for name in runners}
+    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in runners}
     for round_ in range(warmup + repeats):
         for name in list(runners):
             try:
-                elapsed = runners[name].timed_step()
+                watch = runners[name].timed_step()
             except Exception as err:
                 errors[name] = f"{type(err).__name__}: {err}"
                 del runners[name], times[name]
                 continue
             if round_ >= warmup:
-                times[name].append(elapsed)
-    return {name: statistics.median(t) for name, t in times.items()}, errors
+                times[name]["wall"].append(watch.wall)
+                times[name]["cpu"].append(watch.cpu)
+    return times, errors
 
 
-def time_jacobian(kind: str, T: int, device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
+def time_jacobian(kind: str, T: int, device: torch.device, warmup: int, repeats: int) -> dict:
     model, batch = make_setup(kind, T, device)
     params = model.shared_parameters()
     results: dict[str, list[float]] = {"batched": [], "loop": []}
     matrices = {}
     for step in range(warmup + repeats):
         for mode in ("batched", "loop"):
-            task_losses = compute_losses(model, batch).mean(dim=1)
-            sync(device)
-            start = time.perf_counter()
-            matrices[mode] = jac.task_jacobian(task_losses, params, retain_graph=False, batched=mode == "batched")
-            sync(device)
+            with timing.Stopwatch(lambda: sync(device)) as watch:
+                task_losses = compute_losses(model, batch).mean(dim=1)
+                matrices[mode] = jac.task_jacobian(task_losses, params, retain_graph=False, method=mode)
             if step >= warmup:
-                results[mode].append(time.perf_counter() - start)
+                results[mode].append(watch.cpu if device.type == "cpu" else watch.wall)
     if not torch.allclose(matrices["batched"], matrices["loop"], rtol=1e-5, atol=1e-5):
         raise AssertionError(f"batched and looped Jacobians differ ({kind}, T={T})")
-    batched, loop = (statistics.median(results[m]) for m in ("batched", "loop"))
-    return {"batched_ms": 1e3 * batched, "loop_ms": 1e3 * loop, "speedup": loop / batched}
+    ratios = [loop / batched for batched, loop in zip(results["batched"], results["loop"], strict=True)]
+    return {
+        "batched_ms": timing.summary(results["batched"], 1e3),
+        "loop_ms": timing.summary(results["loop"], 1e3),
+        "loop_over_batched": timing.summary(ratios),
+        "auto_picks": jac.choose_method(params, device),
+    }
+
+
+def forced_method(method: str):
+    """`--jacobian batched|loop`: every strategy's `task_jacobian(method="auto")` takes that method (to measure
+    the rule against the alternatives); "auto" leaves the rule alone."""
+    if method == "auto":
+        return mock.patch.object(jac, "choose_method", jac.choose_method)
+    return mock.patch.object(jac, "choose_method", lambda params, device: method)
+
+
+def measure(kind: str, T: int, names: list[str], device: torch.device, warmup: int, repeats: int) -> dict:
+    entry: dict = {"jacobian": time_jacobian(kind, T, device, warmup, repeats)}
+    times, entry["errors"] = time_strategies(names, kind, T, device, warmup, repeats)
+    # CPU time on a CPU (steady under load from other processes), wall time on a GPU (CPU time there is
+    # launch overhead only); both are in the JSON.
+    entry["clock"] = clock = "cpu" if device.type == "cpu" else "wall"
+    base = times["uniform"][clock]
+    entry["step_ms"] = {name: timing.summary(t[clock], 1e3) for name, t in times.items()}
+    entry["step_wall_ms"] = {name: timing.summary(t["wall"], 1e3) for name, t in times.items()}
+    entry["ratio_to_uniform"] = {
+        name: timing.summary([a / b for a, b in zip(t[clock], base, strict=True)]) for name, t in times.items()
+    }
+    entry["raw_step_s"] = times
+    return entry
+
+
+def print_text(key: str, entry: dict) -> None:
+    j = entry["jacobian"]
+    print(f"\n== {key} ({entry['clock']} time): uniform step {timing.fmt(entry['step_ms']['uniform'])} ms; Jacobian batched "
+          f"{timing.fmt(j['batched_ms'])} ms, loop {timing.fmt(j['loop_ms'])} ms, loop/batched "
+          f"{timing.fmt(j['loop_over_batched'])} (auto: {j['auto_picks']})", flush=True)
+    for n, ratio in sorted(entry["ratio_to_uniform"].items(), key=lambda kv: kv[1]["median"]):
+        print(f"  {n:14s} {timing.fmt(entry['step_ms'][n]):>24s} ms  x uniform {timing.fmt(ratio)}")
+    for n, err in entry["errors"].items():
+        print(f"  {n:14s} error: {err}")
+
+
+def print_markdown(report: dict) -> None:
+    keys = list(report["results"])
+    print(f"Clock: {report['results'][keys[0]]['clock']} time; median [q1-q3] over {report['repeats']} rounds.\n")
+    print("| setting | uniform step (ms) | Jacobian batched (ms) | loop (ms) | loop / batched | auto picks |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for key in keys:
+        e = report["results"][key]
+        j = e["jacobian"]
+        print(f"| {key} | {timing.fmt(e['step_ms']['uniform'])} | {timing.fmt(j['batched_ms'])} | "
+              f"{timing.fmt(j['loop_ms'])} | {timing.fmt(j['loop_over_batched'])} | {j['auto_picks']} |")
+    print()
+    print("| strategy | " + " | ".join(keys) + " |")
+    print("| --- |" + " --- |" * len(keys))
+    names = sorted({n for k in keys for n in report["results"][k]["ratio_to_uniform"]},
+                   key=lambda n: report["results"][keys[0]]["ratio_to_uniform"].get(n, {"median": 1e9})["median"])
+    for n in names:
+        cells = []
+        for k in keys:
+            r = report["results"][k]["ratio_to_uniform"].get(n)
+            cells.append(timing.fmt(r) if r else "error: " + report["results"][k]["errors"].get(n, "?")[:40])
+        print(f"| {n} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--markdown", action="store_true", help="print the BENCHMARKS.md tables")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -158,6 +225,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, nargs="+", default=[2, 3, 10])
     parser.add_argument("--models", nargs="+", default=["mlp", "conv"], choices=["mlp", "conv"])
     parser.add_argument("--strategies", nargs="+", default=None, help="default: every registered strategy")
+    parser.add_argument("--jacobian", default="auto", choices=jac.METHODS, help="force the per-task Jacobian method")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -165,26 +233,20 @@ def main() -> None:
     names = args.strategies or strategies.names()
     if "uniform" not in names:
         names = ["uniform", *names]
-    report = {"device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats, "results": {}}
-    for kind in args.models:
-        for T in args.tasks:
-            key = f"{kind}/T={T}"
-            entry: dict = {"jacobian": time_jacobian(kind, T, device, args.warmup, args.repeats)}
-            medians, entry["errors"] = time_strategies(names, kind, T, device, args.warmup, args.repeats)
-            entry["step_ms"] = {name: 1e3 * median for name, median in medians.items()}
-            base = entry["step_ms"]["uniform"]
-            entry["ratio_to_uniform"] = {n: ms / base for n, ms in entry["step_ms"].items()}
-            report["results"][key] = entry
-            if not args.json:
-                j = entry["jacobian"]
-                print(f"\n== {key}: uniform step {base:.2f} ms; Jacobian batched {j['batched_ms']:.2f} ms, "
-                      f"loop {j['loop_ms']:.2f} ms, speed-up {j['speedup']:.2f}x", flush=True)
-                for n, ratio in sorted(entry["ratio_to_uniform"].items(), key=lambda kv: kv[1]):
-                    print(f"  {n:14s} {entry['step_ms'][n]:8.2f} ms  {ratio:5.2f}x")
-                for n, err in entry["errors"].items():
-                    print(f"  {n:14s} error: {err}")
-    if args.json:
-        print(json.dumps(report, indent=1))
+    report = {"environment": timing.environment(), "device": str(device), "repeats": args.repeats,
+              "warmup": args.warmup, "jacobian": args.jacobian, "results": {}}
+    with forced_method(args.jacobian):
+        for kind in args.models:
+            for T in args.tasks:
+                key = f"{kind}/T={T}"
+                report["results"][key] = entry = measure(kind, T, names, device, args.warmup, args.repeats)
+                if not args.markdown:
+                    print_text(key, entry)
+    report["environment"]["load_average_after"] = list(__import__("os").getloadavg())
+    path = timing.save(report, "step_cost")
+    if args.markdown:
+        print_markdown(report)
+    print(f"\nraw results: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
 
 
 if __name__ == "__main__":

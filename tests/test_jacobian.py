@@ -174,3 +174,68 @@ def test_batching_error_classifier():
     assert not jac.is_batching_error(torch.OutOfMemoryError("CUDA out of memory (vmap)"))
     assert not jac.is_batching_error(RuntimeError("Trying to backward through the graph a second time"))
     assert not jac.is_batching_error(ValueError("vmap"))
+
+
+# -- Jacobian plus head gradients (what a gradient-aggregation step takes) ------------------------------------
+def hps_case(conv: bool, T: int = 3, seed: int = 2):
+    """A shared encoder and one head per task; head 2 holds a frozen and an unused parameter. Reference: each
+    loss's full gradient from torch.func.jacrev (the head of task t must get d loss_t / d head_t only)."""
+    torch.manual_seed(seed)
+    encoder = (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 5)) if conv
+               else nn.Sequential(nn.Linear(6, 5), nn.Tanh()))
+    heads = nn.ModuleList(nn.Linear(5, 1) for _ in range(T))
+    frozen, unused = nn.Parameter(torch.ones(1), requires_grad=False), nn.Parameter(torch.ones(4))
+    heads[2].register_parameter("frozen", frozen)
+    heads[2].register_parameter("unused", unused)
+    net = nn.ModuleDict({"encoder": encoder, "heads": heads}).double()
+    x = torch.randn(4, 1, 6, 6, dtype=torch.float64) if conv else torch.randn(4, 6, dtype=torch.float64)
+
+    def losses_of(state):
+        rep = torch.func.functional_call(net.encoder, {k[8:]: v for k, v in state.items() if k.startswith("encoder.")},
+                                         (x,))
+        outs = [torch.func.functional_call(h, {k.split(".", 2)[2]: v for k, v in state.items()
+                                               if k.startswith(f"heads.{t}.")}, (rep,)) for t, h in enumerate(heads)]
+        return torch.stack([((o - 0.3 * t) ** 2).mean() for t, o in enumerate(outs)]) + state["heads.2.frozen"].sum()
+
+    state = dict(net.named_parameters())
+    full = torch.func.jacrev(losses_of)({k: v.detach() for k, v in state.items()})
+    shared = list(net.encoder.parameters())
+    J = torch.cat([full[f"encoder.{k}"].reshape(T, -1) for k, _ in net.encoder.named_parameters()], dim=1)
+    head_ref = {id(p): full[f"heads.{t}.{k}"][t] for t, h in enumerate(heads) for k, p in h.named_parameters()}
+    return losses_of(state), shared, [list(h.parameters()) for h in heads], J, head_ref, (frozen, unused)
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["mlp", "conv"])
+@pytest.mark.parametrize("method", ["auto", "batched", "loop"])
+def test_jacobian_and_head_grads_match_torch_func(conv, method):
+    losses, shared, task_params, J_ref, head_ref, (frozen, unused) = hps_case(conv)
+    J, pairs = jac.task_jacobian_and_head_grads(losses, shared, task_params, retain_graph=False, method=method)
+    torch.testing.assert_close(J, J_ref)
+    got = {id(p): g for p, g in pairs}
+    assert id(frozen) not in got  # frozen parameters get no gradient
+    expected = {k: v for k, v in head_ref.items() if k != id(frozen)}
+    assert got.keys() == expected.keys()
+    for key, g in got.items():
+        torch.testing.assert_close(g, expected[key])
+    torch.testing.assert_close(got[id(unused)], torch.zeros(4, dtype=torch.float64))
+    jac.set_grads(pairs)
+    assert all(p.grad is g for p, g in pairs)
+
+
+def test_loop_takes_head_gradients_in_its_own_passes(monkeypatch):
+    """The loop needs exactly T backward passes (none more for the heads); the batched path one plus one."""
+    calls = []
+    real = torch.autograd.grad
+    for conv, method, passes in ((True, "loop", 3), (False, "batched", 2)):
+        losses, shared, task_params, *_ = hps_case(conv=conv)
+        calls.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or real(*a, **k))
+            jac.task_jacobian_and_head_grads(losses, shared, task_params, method=method)
+        assert len(calls) == passes
+
+
+def test_head_groups_must_match_the_tasks():
+    losses, shared, task_params, *_ = hps_case(conv=False)
+    with pytest.raises(ValueError, match="task parameter groups"):
+        jac.task_jacobian_and_head_grads(losses, shared, task_params[:2])

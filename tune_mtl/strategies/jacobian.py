@@ -121,6 +121,59 @@ def task_jacobian(
     return looped_jacobian(task_losses, params, retain_graph)
 
 
+
+def task_jacobian_and_head_grads(
+    task_losses: Tensor,
+    shared_params: Sequence[nn.Parameter],
+    task_params: Sequence[Sequence[nn.Parameter]],
+    retain_graph: bool = True,
+    method: Method = "auto",
+) -> tuple[Tensor, list[tuple[nn.Parameter, Tensor]]]:
+    """J of `task_losses` w.r.t. the shared parameters, and (head parameter, gradient) pairs: for each task t
+    the gradient of its own loss w.r.t. each trainable parameter of `task_params[t]` (zeros where unused).
+
+    The head of task t only influences loss t, so the loop takes head t's gradient in the same backward pass
+    as row t of J, as LibMTL's loop of `loss_t.backward()` does, instead of one more backward through the
+    heads afterwards; the batched pass does that extra backward (`head_grads`).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    shared = list(shared_params)
+    heads = [[p for p in params if p.requires_grad] for params in task_params]
+    T = task_losses.shape[0]
+    if heads and len(heads) != T:
+        raise ValueError(f"{len(heads)} task parameter groups for {T} task losses")
+    chosen = choose_method(shared, task_losses.device) if method == "auto" else method
+    if chosen == "batched" or not heads:
+        J = task_jacobian(task_losses, shared, retain_graph=True if heads else retain_graph, method=chosen)
+        return J, head_grads(task_losses, heads, retain_graph)
+    rows, pairs = [], []
+    for t in range(T):
+        grads = torch.autograd.grad(
+            task_losses[t], [*shared, *heads[t]], retain_graph=retain_graph or t < T - 1, allow_unused=True
+        )
+        rows.append(flatten_grads([None if g is None else g.unsqueeze(0) for g in grads[: len(shared)]], shared, 1))
+        pairs += [(p, torch.zeros_like(p) if g is None else g) for p, g in zip(heads[t], grads[len(shared) :], strict=True)]
+    return torch.cat(rows, dim=0), pairs
+
+
+def head_grads(
+    task_losses: Tensor, heads: Sequence[Sequence[nn.Parameter]], retain_graph: bool = True
+) -> list[tuple[nn.Parameter, Tensor]]:
+    """(parameter, d task_losses[t] / d parameter) for every parameter of every `heads[t]`, from one backward
+    of sum_t task_losses[t] (each head only influences its own loss)."""
+    flat = [p for params in heads for p in params]
+    if not flat:
+        return []
+    grads = torch.autograd.grad(task_losses.sum(), flat, retain_graph=retain_graph, allow_unused=True)
+    return [(p, torch.zeros_like(p) if g is None else g) for p, g in zip(flat, grads, strict=True)]
+
+
+def set_grads(pairs: Sequence[tuple[nn.Parameter, Tensor]]) -> None:
+    """Set (overwrite) `.grad` of each parameter from its (parameter, gradient) pair."""
+    for p, g in pairs:
+        p.grad = g
+
 def write_grads(params: Sequence[nn.Parameter], flat: Tensor) -> None:
     """Set (overwrite) `.grad` of `params` from one flat [P] vector."""
     offset = 0
