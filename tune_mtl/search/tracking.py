@@ -1,47 +1,86 @@
-"""Weights & Biases through Ray Tune's logger callback, usable offline without an account.
+"""Weights & Biases, logged from inside each trial (as Ray's `setup_wandb` does), offline without an account.
 
-Ray's `WandbLoggerCallback` insists on an API key even for `mode="offline"`; offline runs need none, so
-the key check is skipped there. The key is only ever read from the environment by wandb itself: it is
-never passed as an argument, printed, or written into configs or results.
+The driver only decides the mode once (`trial_settings`) and puts it into every trial's config; each trial
+opens its own run (`trial_logger`), so logging never sits on the driver's critical path. One W&B run per
+trial, named like the trial (`<strategy>-<n>`), grouped by search (the run folder's name), `job_type` = the
+strategy, config = the trial's hyperparameters, and the trial's score in its summary.
+
+Cost: wandb starts one `wandb-core` service per process and every later run of that process reuses it, so
+with Tune reusing trial processes there is one service per concurrent trial, not per trial (measured in
+bench/overhead.py). Console capture is off: a trial's output stays in Ray's worker log, not copied twice.
+
+W&B online but unreachable (no network, a wrong WANDB_BASE_URL): the driver warns once and the whole search
+logs offline instead (`wandb sync` uploads it later); a trial whose online run cannot start falls back to an
+offline run too. Nothing is lost either way.
+
+The API key is only ever read from the environment by wandb itself: it is never passed as an argument,
+printed, or written into configs or results.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import socket
 import sys
+import threading
+import warnings
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
-from ray.air.integrations.wandb import WandbLoggerCallback
+from tune_mtl.core.keys import TRACKING, TRIAL_NAME
 
-
-class WandbCallback(WandbLoggerCallback):
-    def __init__(self, project: str, group: str, mode: str, folder: Path) -> None:
-        # wandb writes its runs to <dir>/wandb/{offline-,}run-*: here <run dir>/wandb/.
-        (folder / "wandb").mkdir(parents=True, exist_ok=True)
-        super().__init__(project=project, group=group, mode=mode, dir=str(folder))
-        self.mode = mode
-
-    def setup(self, *args, **kwargs):
-        if self.mode == "online":
-            return super().setup(*args, **kwargs)
-        # Offline: no key needed; keep the rest of Ray's set-up (project/group resolution) as it is.
-        self.api_key_file = None
-        self.api_key = None
-
-    def __del__(self, _finalizing=sys.is_finalizing):  # bound now: module globals are None at exit
-        # Ray's __del__ calls ray.is_initialized(); when the callback is collected at interpreter exit the
-        # `ray` module global is already None and it prints a traceback. Its actors were stopped at
-        # on_experiment_end, so at exit there is nothing left to clean up.
-        if not _finalizing():
-            super().__del__()
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+REACH_TIMEOUT_S = 5.0  # the driver's one check that the W&B server answers
+TRIAL_INIT_TIMEOUT_S = 15.0  # an online run that cannot start within this falls back to offline
+# Not hyperparameters: what the driver adds to every trial's config.
+INTERNAL_KEYS = (TRACKING, TRIAL_NAME)
 
 
-def wandb_callbacks(mode: str, project: str, folder: Path) -> list:
-    if mode == "disabled":
-        return []
-    return [WandbCallback(project=project, group=folder.name, mode=mode, folder=folder)]
+# -- the driver: decide the mode once ----------------------------------------------------------------------
+def base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
 
 
-# -- logging from inside the trial (interface; replaces the driver-side callback, issue 9) -----------------
+def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> bool:
+    """A TCP connection to the W&B server within `timeout` (name resolution included, which a plain socket
+    timeout does not bound: it runs in a daemon thread that is left behind if it hangs)."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    answered: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+                answered.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answered)
+
+
+@lru_cache(maxsize=None)
+def usable_mode(mode: str) -> str:
+    """`mode`, or offline (with one warning) when it is online and the W&B server does not answer."""
+    if mode != "online" or reachable(base_url()):
+        return mode
+    print(f"warning: W&B server {base_url()} is unreachable; logging offline instead (upload later with "
+          "`wandb sync <run folder>/wandb/offline-run-*`)", file=sys.stderr, flush=True)
+    return "offline"
+
+
+def trial_settings(mode: str, project: str, group: str, folder: Path) -> dict:
+    """What the driver puts under config[keys.TRACKING] so that the trial can open its own run."""
+    return {"wandb_mode": usable_mode(mode), "project": project, "group": group, "dir": str(folder)}
+
+
+# -- the trial: its own run -------------------------------------------------------------------------------
 class TrialLogger:
     """Logs one trial's epochs to its own W&B run from the trial process. This base class logs nothing."""
 
@@ -55,11 +94,59 @@ class TrialLogger:
         pass
 
 
-def trial_settings(mode: str, project: str, group: str, folder: Path) -> dict:
-    """What the driver puts under config[keys.TRACKING] so that the trial can open its own run."""
-    return {"wandb_mode": mode, "project": project, "group": group, "dir": str(folder)}
+class WandbTrialLogger(TrialLogger):
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def summary(self, values: dict) -> None:
+        self.run.summary.update(values)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def run_id(group: str, trial_name: str) -> str:
+    """The same id for the same trial of the same search: a retried or resumed trial continues its run."""
+    readable = re.sub(r"[^A-Za-z0-9_-]", "-", trial_name)[:40]
+    return f"{readable}-{hashlib.sha1(f'{group}/{trial_name}'.encode()).hexdigest()[:12]}"
+
+
+def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in INTERNAL_KEYS}
+
+
+def open_run(settings: dict, trial_name: str, strategy: str, config: dict, mode: str, id_suffix: str = ""):
+    import wandb
+
+    folder = Path(settings["dir"])
+    (folder / "wandb").mkdir(parents=True, exist_ok=True)  # wandb writes <dir>/wandb/{offline-,}run-*
+    return wandb.init(
+        project=settings["project"], group=settings["group"], name=trial_name, job_type=strategy,
+        tags=[strategy], config=hyperparameters(config), dir=str(folder), mode=mode,
+        id=run_id(settings["group"], trial_name) + id_suffix, resume="allow",
+        reinit="create_new",  # a reused trial process opens one run after another
+        settings=wandb.Settings(console="off", silent=True, save_code=False, x_save_requirements=False,
+                                init_timeout=TRIAL_INIT_TIMEOUT_S),
+    )
 
 
 def trial_logger(settings: dict | None, trial_name: str, strategy: str, config: dict) -> TrialLogger:
     """The logger of one trial (a no-op when W&B is disabled or no settings were given)."""
-    return TrialLogger()
+    if not settings or settings["wandb_mode"] == "disabled":
+        return TrialLogger()
+    mode = settings["wandb_mode"]
+    try:
+        return WandbTrialLogger(open_run(settings, trial_name, strategy, config, mode))
+    except Exception as err:  # noqa: BLE001 - wandb raises CommError, UsageError, TimeoutError...
+        if mode != "online":
+            raise
+        first = (str(err).splitlines() or [""])[0]
+        warnings.warn(f"W&B online run of {trial_name} could not start ({type(err).__name__}: {first}); "
+                      "logging it offline instead", stacklevel=2)
+        # wandb keeps the id of the run that failed to start reserved in this process: the offline run gets
+        # its own (it syncs as a run of its own, with the same name and group).
+        return WandbTrialLogger(open_run(settings, trial_name, strategy, config, "offline", "-offline"))
+

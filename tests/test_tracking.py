@@ -1,0 +1,171 @@
+"""W&B from inside the trial: what one trial's offline run holds, read back from wandb's own file format with an
+independent reader (LevelDB log records of wandb's protobuf `Record`s), one service process for many runs, and
+the offline fallback when the W&B server cannot be reached."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tune_mtl.core.keys import TRACKING, TRIAL_NAME
+from tune_mtl.search import tracking
+
+BLOCK, HEADER = 32768, 7  # LevelDB log format: 32 KiB blocks of records with a 7-byte header (crc, length, type)
+FULL, LAST = 1, 4
+
+
+def read_records(path: Path) -> list:
+    """Every protobuf Record of a `.wandb` file (a ':W&B' file header, then LevelDB log records)."""
+    from wandb.proto import wandb_internal_pb2
+
+    raw = path.read_bytes()
+    assert raw[:4] == b":W&B"
+    records, pos, pending = [], HEADER, b""
+    while pos + HEADER <= len(raw):
+        if BLOCK - pos % BLOCK < HEADER:  # a block's tail too short for a header is padding
+            pos += BLOCK - pos % BLOCK
+            continue
+        _crc, length, kind = struct.unpack("<IHB", raw[pos:pos + HEADER])
+        pending += raw[pos + HEADER:pos + HEADER + length]
+        pos += HEADER + length
+        if kind in (FULL, LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def key_of(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def closed_records(folder: Path, wait_s: float = 20.0) -> list:
+    """The records of the one offline run under folder/wandb, once wandb-core has written its exit record:
+    `run.finish()` returns when the service has the run's last message, and the service writes the file
+    shortly after (asynchronously)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        files = list(folder.glob("wandb/offline-run-*/run-*.wandb"))
+        records = read_records(files[0]) if len(files) == 1 else []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            assert len(files) == 1, files
+            return records
+        time.sleep(0.1)
+
+
+def offline_run(folder: Path) -> dict:
+    """The one offline run under folder/wandb: its run record, history rows by step and final summary."""
+    run, history, summary = None, {}, {}
+    for record in closed_records(folder):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+        elif kind == "history":
+            row = {key_of(i): json.loads(i.value_json) for i in record.history.item}
+            history[record.history.step.num] = {k: v for k, v in row.items() if not k.startswith("_")}
+        elif kind == "summary":
+            summary.update({key_of(i): json.loads(i.value_json) for i in record.summary.update})
+    return {"run": run, "history": history, "summary": summary}
+
+
+@pytest.fixture(autouse=True)
+def fresh_mode_cache():
+    tracking.usable_mode.cache_clear()
+    yield
+    tracking.usable_mode.cache_clear()
+
+
+def settings(folder: Path, mode: str = "offline") -> dict:
+    return tracking.trial_settings(mode, "proj", "search-1", folder)
+
+
+CONFIG = {"optimizer": {"name": "adam", "lr": 0.01}, "strategy": {"name": "pcgrad"}, "training": {"epochs": 3}}
+
+
+def test_trial_run_holds_name_group_config_epochs_and_score(tmp_path):
+    config = {**CONFIG, TRACKING: settings(tmp_path), TRIAL_NAME: "pcgrad-2"}
+    logger = tracking.trial_logger(config[TRACKING], "pcgrad-2", "pcgrad", config)
+    epochs = {1: {"val/objective": 0.5, "train/task0/loss": 1.5}, 2: {"val/objective": 0.25},
+              3: {"val/objective": 0.375}}
+    for step, metrics in epochs.items():
+        logger.log(metrics, step=step)
+    logger.summary({"score": 0.25, "score_epoch": 2})
+    logger.close()
+
+    logged = offline_run(tmp_path)
+    run = logged["run"]
+    assert (run.display_name, run.run_group, run.job_type, run.project) == ("pcgrad-2", "search-1", "pcgrad", "proj")
+    assert list(run.tags) == ["pcgrad"]
+    config_logged = {i.key: json.loads(i.value_json) for i in run.config.update if i.key != "_wandb"}
+    assert config_logged == CONFIG  # the hyperparameters only: not the tracking settings or the trial name
+    assert logged["history"] == epochs
+    assert logged["summary"]["score"] == 0.25 and logged["summary"]["score_epoch"] == 2
+
+
+def test_same_trial_keeps_its_run_id_and_trials_differ():
+    assert tracking.run_id("search-1", "pcgrad-2") == tracking.run_id("search-1", "pcgrad-2")
+    ids = {tracking.run_id(g, t) for g in ("search-1", "search-2") for t in ("pcgrad-2", "pcgrad-3")}
+    assert len(ids) == 4
+
+
+@pytest.mark.parametrize("given", [None, {"wandb_mode": "disabled", "project": "p", "group": "g", "dir": "x"}])
+def test_disabled_logs_nothing(tmp_path, monkeypatch, given):
+    monkeypatch.chdir(tmp_path)
+    logger = tracking.trial_logger(given, "uniform-1", "uniform", CONFIG)
+    logger.log({"val/objective": 1.0}, step=1)
+    logger.close()
+    assert type(logger) is tracking.TrialLogger and not list(tmp_path.rglob("*"))
+
+
+def test_runs_of_one_process_share_one_wandb_service(tmp_path):
+    """No process per trial: a reused trial process opens run after run on one wandb-core service."""
+    for n in range(3):
+        logger = tracking.trial_logger(settings(tmp_path / str(n)), f"uniform-{n}", "uniform", CONFIG)
+        logger.log({"val/objective": float(n)}, step=1)
+        logger.close()
+        services = [p for p in psutil.Process().children(recursive=True) if "wandb-core" in p.name()]
+        assert len(services) == 1
+    assert all(offline_run(tmp_path / str(n))["history"] == {1: {"val/objective": float(n)}} for n in range(3))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # free once closed: nothing listens there
+
+
+def test_unreachable_online_server_means_offline_with_one_warning(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    assert settings(tmp_path, "online")["wandb_mode"] == "offline"
+    assert settings(tmp_path, "online")["wandb_mode"] == "offline"
+    err = capsys.readouterr().err
+    assert err.count("warning: W&B server") == 1 and "unreachable; logging offline instead" in err
+
+
+def test_reachable_online_server_stays_online(monkeypatch, tmp_path):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert settings(tmp_path, "online")["wandb_mode"] == "online"
+    assert settings(tmp_path, "offline")["wandb_mode"] == "offline"
+
+
+def test_online_run_that_cannot_start_falls_back_to_offline(monkeypatch, tmp_path):
+    """The server went away after the driver's check: the trial still logs everything, offline."""
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setattr(tracking, "TRIAL_INIT_TIMEOUT_S", 3.0)
+    given = {"wandb_mode": "online", "project": "proj", "group": "search-1", "dir": str(tmp_path)}
+    with pytest.warns(UserWarning, match="W&B online run of uniform-1 could not start.*logging it offline"):
+        logger = tracking.trial_logger(given, "uniform-1", "uniform", CONFIG)
+    logger.log({"val/objective": 0.5}, step=1)
+    logger.close()
+    assert offline_run(tmp_path)["history"] == {1: {"val/objective": 0.5}}
