@@ -29,13 +29,14 @@ def test_launch_search_two_strategies(tmp_path):
     assert "Optuna study: sqlite:///" in out and str(run / "wandb") in out
 
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["objective"] == {"key": "val/objective", "task": "task0", "metric": "mse", "mode": "min"}
+    assert summary["objective"] == {"key": "val/objective", "score": "score", "task": "task0", "metric": "mse",
+                                    "mode": "min"}
     for strategy in ("uniform", "random"):
         s = summary["strategies"][strategy]
         assert s["trials"] == 2 and not s["failed"]
         assert s["best"]["val"] > 0 and s["best"]["test"] > 0
         assert s["best"]["config"]["strategy"]["name"] == strategy
-        trial_dirs = [p for p in (run / strategy).iterdir() if p.is_dir()]
+        trial_dirs = [p for p in (run / "trials").glob(f"{strategy}-*") if p.is_dir()]
         assert len(trial_dirs) == 2
         for trial in trial_dirs:
             results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]

@@ -31,8 +31,8 @@ def search(tmp_path: Path, name: str, strategies: list, search_section: dict, *a
     return json.loads((tmp_path / name / "summary.json").read_text())
 
 
-def last_rows(experiment: Path) -> list[dict]:
-    return [json.loads((d / "result.json").read_text().splitlines()[-1]) for d in experiment.glob("train_trial_*")]
+def last_rows(run: Path, strategy: str) -> list[dict]:
+    return [json.loads((d / "result.json").read_text().splitlines()[-1]) for d in (run / "trials").glob(f"{strategy}-*")]
 
 
 @pytest.mark.ray
@@ -42,8 +42,8 @@ def test_multi_objective_search_reports_the_pareto_front(tmp_path, ray_session, 
     assert "asha compares trials on one metric" in out and "Pareto front over task0/mse (min), task1/mse (min)" in out
 
     keys = ["val/task0/mse", "val/task1/mse"]
-    points = [[row[k] for k in keys] for row in last_rows(tmp_path / "mo" / "uniform")]
-    assert len(points) == 4 and all(row["epoch"] == 2 for row in last_rows(tmp_path / "mo" / "uniform")), "FIFO"
+    points = [[row[k] for k in keys] for row in last_rows(tmp_path / "mo", "uniform")]
+    assert len(points) == 4 and all(row["epoch"] == 2 for row in last_rows(tmp_path / "mo", "uniform")), "FIFO"
     front = [[p["values"][k] for k in keys] for p in summary["pareto_front"]["trials"]]
     assert front and len(front) + len(summary["pareto_front"]["dominated"]) == 4
     assert not any(dominates(q, p, ["min", "min"]) for p in front for q in points)
@@ -58,11 +58,12 @@ def test_multi_objective_search_reports_the_pareto_front(tmp_path, ray_session, 
 @pytest.mark.ray
 def test_categorical_strategy_with_conditional_knobs_under_hyperband(tmp_path, ray_session):
     summary = search(tmp_path, "cat", ["uniform", "cagrad"],
-                     {"num_samples": 6, "seed": 5, "scheduler": "hyperband", "max_concurrent_trials": 1},
+                     # num_samples is per strategy: the one categorical study gets 2 x 3 trials.
+                     {"num_samples": 3, "seed": 5, "scheduler": "hyperband", "max_concurrent_trials": 1},
                      "--strategy-mode", "categorical")
     study = optuna.load_study(study_name="categorical", storage=summary["optuna_storage"])
     assert len(study.trials) == 6
-    configs = [json.loads((d / "params.json").read_text()) for d in (tmp_path / "cat" / "categorical").iterdir()
+    configs = [json.loads((d / "params.json").read_text()) for d in (tmp_path / "cat" / "trials").iterdir()
                if d.is_dir()]
     assert len(configs) == 6
     for trial in study.trials:
@@ -83,8 +84,11 @@ def test_categorical_strategy_with_conditional_knobs_under_hyperband(tmp_path, r
 def test_pbt_runs_without_optuna_and_is_set_up_to_mutate_the_learning_rate(tmp_path, ray_session, capsys):
     from ray.tune.schedulers import PopulationBasedTraining
 
-    from tune_mtl.search.engine import make_scheduler, make_searcher
+    from tune_mtl.core.keys import SCORE
+    from tune_mtl.search.engine import make_searcher
+    from tune_mtl.search.schedulers import PerStrategyScheduler, make_scheduler
     from tune_mtl.search.spec import load_spec
+    from tune_mtl.storage.run_folder import open_run
 
     summary = search(tmp_path, "pbt", ["uniform"], {"num_samples": 2, "seed": 1, "scheduler": "pbt",
                                                     "grace_period": 1})
@@ -92,10 +96,12 @@ def test_pbt_runs_without_optuna_and_is_set_up_to_mutate_the_learning_rate(tmp_p
     assert summary["studies"] == {} and summary["strategies"]["uniform"]["trials"] == 2
     assert not (tmp_path / "pbt" / "optuna.db").exists()
     spec = load_spec(tmp_path / "pbt" / "search_space.yaml")
-    scheduler = make_scheduler(spec)
+    per_strategy = make_scheduler(spec, SCORE, "min")
+    assert isinstance(per_strategy, PerStrategyScheduler) and set(per_strategy.children) <= {"uniform"}
+    scheduler = per_strategy.recipe.make()
     assert isinstance(scheduler, PopulationBasedTraining) and scheduler._perturbation_interval == 1
     assert set(scheduler._hyperparam_mutations) == {"optimizer"} and "lr" in scheduler._hyperparam_mutations["optimizer"]
-    assert make_searcher(spec, "uniform", {"mode": "min"}, None, "uniform") is None
+    assert make_searcher(spec, open_run(tmp_path / "pbt"), None, 1) is None
 
 
 def test_pbt_needs_a_learning_rate_range(tmp_path, capsys):
