@@ -146,7 +146,7 @@ def test_top_k_candidate_is_chosen_on_validation_not_test():
 
 def test_small_search_warns():
     verdict = table(num_samples=4)
-    assert any("fewer than TPE's 10" in w for w in verdict["warnings"])
+    assert any("no more than TPE's 10 random" in w for w in verdict["warnings"])
     assert any("fewer than 2 finished seeds" in w for w in verdict["warnings"])
     text = verdict_markdown(verdict)
     assert "WARNING" in text and "paired t-test" in text and "Holm" in text
@@ -184,3 +184,14 @@ def test_final_record_flags_divergence_and_collapse():
     kwargs = dict(strategy="s", candidate=0, seed_index=0, seed=7)
     assert final_record(chance, "max", ["left/accuracy"], chance={"left/accuracy": 0.1}, **kwargs)["status"] == COLLAPSED
     assert final_record(chance, "max", ["left/accuracy"], **kwargs)["status"] == OK
+
+
+def test_final_record_prefers_the_trainables_score_keys():
+    from tune_mtl.core.keys import AT_SCORE, SCORE, SCORE_EPOCH
+
+    history = [epoch(1, 0.5, 0.55, 0.55), epoch(2, 0.8, 0.70, 0.70)]
+    # The trainable's score says epoch 1 (e.g. its own tie rule): the record follows it, not the history.
+    history[-1].update({SCORE: 0.5, SCORE_EPOCH: 1, f"{AT_SCORE}{OBJECTIVE}": 0.5, f"{AT_SCORE}{TEST_OBJECTIVE}": 0.55,
+                        f"{AT_SCORE}test/left/accuracy": 0.55})
+    rec = final_record(history, "max", ["left/accuracy"], strategy="s", candidate=0, seed_index=0, seed=7)
+    assert (rec["epoch"], rec["val_objective"], rec["objective"], rec["metrics"]) == (1, 0.5, 0.55, {"left/accuracy": 0.55})

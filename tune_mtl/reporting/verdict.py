@@ -34,7 +34,7 @@ from scipy import special
 
 from tune_mtl.core.delta_m import delta_m
 from tune_mtl.core.keys import DIVERGED as DIVERGED_KEY
-from tune_mtl.core.keys import OBJECTIVE, TEST_OBJECTIVE
+from tune_mtl.core.keys import AT_SCORE, OBJECTIVE, SCORE, SCORE_EPOCH, TEST_OBJECTIVE
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -123,10 +123,16 @@ def final_record(history: Sequence[Mapping[str, Any]], mode: str, primary: Seque
     record: dict[str, Any] = {"strategy": strategy, "candidate": candidate, "seed_index": seed_index, "seed": seed,
                               "val_objective": math.nan, "objective": math.nan, "metrics": {}, "epoch": None}
     diverged = any(_flagged(row.get(DIVERGED_KEY)) for row in history)
-    row = selected_epoch(history, mode)
+    last = history[-1] if history else {}
+    if _finite(last.get(SCORE)):  # the trainable's own score: every metric at the selected epoch, prefixed
+        row: Mapping[str, Any] | None = {OBJECTIVE: last[SCORE], "epoch": last.get(SCORE_EPOCH),
+                                         **{k[len(AT_SCORE):]: v for k, v in last.items()
+                                            if isinstance(k, str) and k.startswith(AT_SCORE)}}
+    else:  # results without keys.SCORE (older runs): select the epoch from the history
+        row = selected_epoch(history, mode)
     if row is not None:
         record.update(val_objective=float(row[OBJECTIVE]), objective=float(row.get(TEST_OBJECTIVE, math.nan)),
-                      epoch=int(row.get("epoch", row.get("training_iteration", 0))),
+                      epoch=int(row.get("epoch") or row.get("training_iteration") or 0),
                       metrics={k: float(row[f"test/{k}"]) for k in primary if _finite(row.get(f"test/{k}"))})
     if errored:
         record["status"] = ERROR
@@ -275,8 +281,8 @@ def compute_verdict(
 def warnings(rows: Mapping[str, Mapping[str, Any]], num_samples: int | None, startup_trials: int) -> list[str]:
     """What the search is too small to claim."""
     out = []
-    if num_samples is not None and num_samples < startup_trials:
-        out.append(f"{num_samples} trials per strategy is fewer than TPE's {startup_trials} random start-up "
+    if num_samples is not None and num_samples <= startup_trials:
+        out.append(f"{num_samples} trials per strategy, no more than TPE's {startup_trials} random start-up "
                    "trials: the search was a random search")
     seeds = sorted({row["objective"]["n"] for row in rows.values()})
     if seeds and seeds[0] < 2:
