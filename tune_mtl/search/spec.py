@@ -45,6 +45,13 @@ SEARCH_FIELDS = {
                             "configurations (common random numbers); false: an independent start per strategy"),
     "cpus_per_trial": Field(float, 1.0, low=0.01),
     "gpus_per_trial": Field(float, 0.0, low=0.0, help="fractions pack several trials on one GPU"),
+    "final": Field(dict, None, help="final evaluation after the search: {seeds: 3, top_k: 1} (see FINAL_FIELDS)"),
+}
+# The final evaluation stage (search/final_stage.py): each strategy's top_k configurations re-trained with
+# `seeds` fresh seeds; `seeds: 0` skips it.
+FINAL_FIELDS = {
+    "seeds": Field(int, 3, low=0, high=1000, help="fresh seeds per configuration (0: no final stage)"),
+    "top_k": Field(int, 1, low=1, high=100, help="best configurations per strategy to re-train"),
 }
 # Deeper than any real search space; a YAML bomb nested 1,000 deep would otherwise overflow the recursion of
 # the YAML composer, deepcopy or the validation below.
@@ -326,6 +333,10 @@ def load_spec(path: str | os.PathLike | None = None, overrides: dict[str, Any] |
             search_raw[key] = overrides[key]
     search_raw["objectives"] = parse_objectives(search_raw.get("objectives"))  # the CLI gives "a/m,b/m"
     search = check_options("search", search_raw, SEARCH_FIELDS)
+    final = dict(search["final"] or {})
+    if "final_seeds" in overrides:
+        final["seeds"] = overrides["final_seeds"]
+    search["final"] = check_options("search.final", final, FINAL_FIELDS)
 
     spec = SearchSpec(path, dataset, model, optimizer, training, objective, canonical, knobs, search)
     check_strategies_fit(spec)
