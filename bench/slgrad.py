@@ -1,41 +1,59 @@
-"""SLGrad step cost: the one-JVP step against the reference's per-sample backward loop and a `uniform` step.
+"""SLGrad step cost: the project's one-JVP step against the SLGrad reference's own algorithm, a modern
+per-sample-gradient baseline (`torch.func`: vmap over grad), and a plain `uniform` step, on the same batch.
 
-    python bench/slgrad.py [--json] [--device cuda] [--threads 1] [--reps 15] [--loop-reps 3]
+    .venv/bin/python bench/slgrad.py [--markdown] [--device cuda] [--threads 1] [--reps 20] [--loop-reps 5]
 
 Model: the toy HPS MLP (input_dim 250, 3 shared layers of width 64, one head layer of width 32 per task);
-random regression batches; validation batch 64. One "step" = zero_grad, forward, strategy backward,
-optimizer.step(). The loop is written the reference's way: the validation gradient from one backward, then a
-deepcopy of the model per sample and one backward per (task, sample), inner products, clamp, normalise, and the
-weighted backward. Prints medians (ms) and checks that the loop's weights equal the JVP's.
+random regression batches; validation batch 64. One "step" = zero_grad, forward, weights, the weighted
+backward, optimizer.step(). All three ways compute the same sample weights
+w[t, i] = max(0, <grad_shared l_t(x_i), grad_shared L_main(val)>), normalised to mean 1:
+
+* `slgrad`: the project's strategy (all T*B inner products from one forward-mode JVP);
+* `reference`: the SLGrad reference's algorithm: the validation gradient from one backward, then ONE
+  forward per task and ONE backward per sample (`retain_graph=True`) on the shared parameters, an inner
+  product after each, then the weighted backward (no model copies);
+* `func_vmap`: per-sample gradients as torch.func computes them (`vmap(jacrev(per-sample task losses))`
+  over the batch with `functional_call`, the standard modern way), inner products with the validation
+  gradient, then the weighted backward.
+
+Every variant runs on its own copy of the same initial model with the same batch, interleaved round-robin
+(so load hits them alike). CPU time (this thread) and wall time; median and IQR per variant, and the speed-up
+ratios per round. A check on one untouched model asserts that all three give the same weights.
+The report (environment, raw times) goes to bench/results/slgrad-<UTC time>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
-import statistics
 import sys
-import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import timing  # noqa: E402
 
 from tune_mtl.models.mlp import build_mlp_hps  # noqa: E402
 from tune_mtl.strategies import build  # noqa: E402
 from tune_mtl.strategies.base import StepContext  # noqa: E402
+from tune_mtl.strategies.slgrad import normalised_sample_weights  # noqa: E402
 
 INPUT_DIM, VAL_BATCH = 250, 64
+VARIANTS = ("uniform", "slgrad", "func_vmap", "reference")
 
 
-def make_model(T: int, device: torch.device):
+def make_model(T: int, device: torch.device) -> nn.Module:
+    torch.manual_seed(1)
     return build_mlp_hps(INPUT_DIM, [1] * T, shared_layers=3, shared_width=64, task_layers=1, task_width=32).to(device)
 
 
-def loss_fn(model):
+def loss_fn(model: nn.Module) -> Callable:
     def compute_losses(batch):
         x, targets = batch
         _, outputs = model(x)
@@ -48,6 +66,54 @@ def make_batch(B: int, T: int, device: torch.device):
     return torch.randn(B, INPUT_DIM, device=device), tuple(torch.randn(B, device=device) for _ in range(T))
 
 
+def validation_gradient(model, val_batch) -> list[Tensor]:
+    shared = model.shared_parameters()
+    return list(torch.autograd.grad(loss_fn(model)(val_batch)[0].mean(), shared))
+
+
+def reference_inner_products(model, batch, val_batch) -> Tensor:
+    """The reference's way: one forward per task, one backward (retain_graph) per sample, an inner product
+    with the validation gradient after each."""
+    val_grad = validation_gradient(model, val_batch)
+    shared = model.shared_parameters()
+    x, targets = batch
+    T, B = len(targets), x.shape[0]
+    inner = torch.zeros(T, B, device=x.device)
+    for t in range(T):
+        task_losses = loss_fn(model)(batch)[t]  # this task's per-sample losses, one forward
+        for i in range(B):
+            grads = torch.autograd.grad(task_losses[i], shared, retain_graph=i < B - 1)
+            inner[t, i] = sum((g * v).sum() for g, v in zip(grads, val_grad, strict=True))
+    return inner
+
+
+def func_vmap_inner_products(model, batch, val_batch) -> Tensor:
+    """Per-sample gradients with torch.func: vmap over samples of jacrev of the [T] losses of one sample."""
+    val_grad = validation_gradient(model, val_batch)
+    shared_names = {id(p) for p in model.shared_parameters()}
+    named = dict(model.named_parameters())
+    shared = {k: v.detach() for k, v in named.items() if id(v) in shared_names}
+    fixed = {k: v.detach() for k, v in named.items() if id(v) not in shared_names}
+
+    def sample_losses(params, x, *ys):
+        return loss_fn(lambda inp: torch.func.functional_call(model, {**params, **fixed}, (inp,)))(
+            (x[None], tuple(y[None] for y in ys)))[:, 0]
+
+    x, targets = batch
+    per_sample = torch.func.vmap(torch.func.jacrev(sample_losses), in_dims=(None, 0, *[0] * len(targets)))(
+        shared, x, *targets)  # name -> [B, T, *shape]
+    order = [k for k, v in named.items() if id(v) in shared_names]
+    return sum((per_sample[k] * v).flatten(2).sum(-1) for k, v in zip(order, val_grad, strict=True)).T
+
+
+def weighted_step(model, optimizer, batch, inner: Tensor) -> Tensor:
+    weights, _ = normalised_sample_weights(inner)
+    optimizer.zero_grad(set_to_none=True)
+    (weights * loss_fn(model)(batch)).mean(dim=1).sum().backward()
+    optimizer.step()
+    return weights
+
+
 def strategy_step(model, optimizer, strategy, batch, val_batch) -> None:
     optimizer.zero_grad(set_to_none=True)
     compute_losses = loss_fn(model)
@@ -58,97 +124,110 @@ def strategy_step(model, optimizer, strategy, batch, val_batch) -> None:
     optimizer.step()
 
 
-def reference_loop_weights(model, batch, val_batch) -> torch.Tensor:
-    """Per-sample gradients the SLGrad repository's way: a model copy per sample, a backward per task."""
-    model.zero_grad(set_to_none=True)
-    loss_fn(model)(val_batch)[0].mean().backward()
-    val_grad = [p.grad.detach().clone() for p in model.shared_parameters()]
-    x, targets = batch
-    T, B = len(targets), x.shape[0]
-    inner = torch.zeros(T, B, device=x.device)
-    for i in range(B):
-        sample_model = copy.deepcopy(model)
-        sample_losses = loss_fn(sample_model)((x[i : i + 1], tuple(y[i : i + 1] for y in targets)))
-        for t in range(T):
-            sample_model.zero_grad(set_to_none=True)
-            sample_losses[t, 0].backward(retain_graph=t < T - 1)
-            inner[t, i] = sum((p.grad * v).sum() for p, v in zip(sample_model.shared_parameters(), val_grad))
-    clamped = inner.clamp_min(0)
-    total = clamped.sum()
-    return torch.ones_like(clamped) if total <= 0 else clamped * (clamped.numel() / total)
+def make_steps(B: int, T: int, device: torch.device, batch, val_batch) -> dict[str, Callable[[], None]]:
+    steps = {}
+    for name in VARIANTS:
+        model = make_model(T, device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        if name in ("uniform", "slgrad"):
+            strategy = build(name, T)
+            steps[name] = (lambda m, o, s: lambda: strategy_step(m, o, s, batch, val_batch))(model, optimizer, strategy)
+        else:
+            inner = reference_inner_products if name == "reference" else func_vmap_inner_products
+            steps[name] = (lambda m, o, f: lambda: weighted_step(m, o, batch, f(m, batch, val_batch)))(
+                model, optimizer, inner)
+    return steps
 
 
-def loop_step(model, optimizer, batch, val_batch) -> torch.Tensor:
-    weights = reference_loop_weights(model, batch, val_batch)
-    optimizer.zero_grad(set_to_none=True)
-    (weights * loss_fn(model)(batch)).mean(dim=1).sum().backward()
-    optimizer.step()
-    return weights
-
-
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+def weight_differences(T: int, device: torch.device, batch, val_batch) -> dict[str, float]:
+    """Max |w - w_slgrad| of each baseline, all on one untouched model."""
+    model = make_model(T, device)
+    probe = copy.deepcopy(model)
+    strategy = build("slgrad", T)
+    strategy_step(probe, torch.optim.SGD(probe.parameters(), lr=0.0), strategy, batch, val_batch)
+    ours = strategy.last_weights
+    return {
+        f"max_weight_difference_{name}": float(
+            (normalised_sample_weights(fn(model, batch, val_batch))[0] - ours).abs().max())
+        for name, fn in (("reference", reference_inner_products), ("func_vmap", func_vmap_inner_products))
+    }
 
 
 def measure(B: int, T: int, device: torch.device, reps: int, loop_reps: int) -> dict:
     torch.manual_seed(0)
     batch, val_batch = make_batch(B, T, device), make_batch(VAL_BATCH, T, device)
-    steps = {}
-    for name in ("uniform", "slgrad"):
-        model = make_model(T, device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-        strategy = build(name, T)
-        steps[name] = (lambda m, o, s: lambda: strategy_step(m, o, s, batch, val_batch))(model, optimizer, strategy)
-    model = make_model(T, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    steps["loop"] = lambda: loop_step(model, optimizer, batch, val_batch)
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    steps = make_steps(B, T, device, batch, val_batch)
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else None
+    times = {name: {"cpu": [], "wall": []} for name in steps}
     for step in steps.values():
         step()  # warm-up
-    for rep in range(reps):  # interleaved, so that load from other processes hits every variant alike
+    for rep in range(reps):
         for name, step in steps.items():
-            if name != "loop" or rep < loop_reps:
-                times[name].append(timed(step, device))
-    results = {"B": B, "T": T, **{f"{name}_ms": 1e3 * statistics.median(t) for name, t in times.items()}}
-
-    check = make_model(T, device)  # same weights from both ways, on one untouched model
-    clone = copy.deepcopy(check)
-    strategy = build("slgrad", T)
-    strategy_step(clone, torch.optim.SGD(clone.parameters(), lr=0.0), strategy, batch, val_batch)
-    results["max_weight_difference"] = float((strategy.last_weights - reference_loop_weights(check, batch, val_batch))
-                                             .abs().max())
-    results["speedup_vs_loop"] = results["loop_ms"] / results["slgrad_ms"]
-    results["slgrad_over_uniform"] = results["slgrad_ms"] / results["uniform_ms"]
-    return results
+            if name == "reference" and rep >= loop_reps:
+                continue
+            with timing.Stopwatch(sync) as watch:
+                step()
+            times[name]["cpu"].append(watch.cpu)
+            times[name]["wall"].append(watch.wall)
+    out: dict = {"B": B, "T": T, "raw_s": times, **weight_differences(T, device, batch, val_batch)}
+    for clock in ("cpu", "wall"):
+        for name in steps:
+            out[f"{name}_{clock}_ms"] = timing.summary(times[name][clock], 1e3)
+        slgrad = times["slgrad"][clock]
+        # Paired per round where both ran; the reference ran in the first `loop_reps` rounds only.
+        for name in ("reference", "func_vmap", "uniform"):
+            other = times[name][clock]
+            key = f"slgrad_over_uniform_{clock}" if name == "uniform" else f"{name}_over_slgrad_{clock}"
+            pairs = zip(slgrad, other, strict=False)
+            out[key] = timing.summary([s / o if name == "uniform" else o / s for s, o in pairs])
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--markdown", action="store_true", help="print the BENCHMARKS.md table")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--reps", type=int, default=40, help="timed repetitions of the uniform and SLGrad steps")
-    parser.add_argument("--loop-reps", type=int, default=3, help="timed repetitions of the per-sample loop")
+    parser.add_argument("--reps", type=int, default=20, help="timed rounds of the uniform, slgrad and func steps")
+    parser.add_argument("--loop-reps", type=int, default=5, help="timed rounds of the reference loop")
+    parser.add_argument("--sizes", nargs="+", default=["16x2", "16x10", "64x2", "64x10", "256x2", "256x10"],
+                        help="BxT settings")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation noise on import
     device = torch.device(args.device)
-    rows = [measure(B, T, device, args.reps, args.loop_reps) for B in (16, 64, 256) for T in (2, 10)]
-    if args.json:
-        print(json.dumps({"device": str(device), "threads": args.threads, "results": rows}, indent=2))
-        return
-    print(f"SLGrad step, median ms ({device}, {args.threads} thread(s))")
-    header = ("B", "T", "uniform", "slgrad", "loop", "loop/slgrad", "slgrad/unif", "max|dw|")
-    print(" ".join(f"{h:>{w}}" for h, w in zip(header, (4, 3, 9, 9, 10, 12, 12, 9))))
-    for r in rows:
-        print(f"{r['B']:>4} {r['T']:>3} {r['uniform_ms']:>9.2f} {r['slgrad_ms']:>9.2f} {r['loop_ms']:>10.1f} "
-              f"{r['speedup_vs_loop']:>11.0f}x {r['slgrad_over_uniform']:>11.2f}x {r['max_weight_difference']:>9.1e}")
+    report = {"environment": timing.environment(), "device": str(device), "reps": args.reps,
+              "loop_reps": args.loop_reps, "results": []}
+    clock = "cpu" if device.type == "cpu" else "wall"
+    for size in args.sizes:
+        B, T = (int(v) for v in size.split("x"))
+        r = measure(B, T, device, args.reps, args.loop_reps)
+        report["results"].append(r)
+        if not args.markdown:
+            print(f"B={B:4d} T={T:3d} ({clock}) uniform {timing.fmt(r[f'uniform_{clock}_ms'])} slgrad "
+                  f"{timing.fmt(r[f'slgrad_{clock}_ms'])} func {timing.fmt(r[f'func_vmap_{clock}_ms'])} "
+                  f"reference {timing.fmt(r[f'reference_{clock}_ms'], 1)} ms | ref/slgrad "
+                  f"{timing.fmt(r[f'reference_over_slgrad_{clock}'], 1)} func/slgrad "
+                  f"{timing.fmt(r[f'func_vmap_over_slgrad_{clock}'])} | max|dw| ref "
+                  f"{r['max_weight_difference_reference']:.1e} func {r['max_weight_difference_func_vmap']:.1e}",
+                  flush=True)
+    report["environment"]["load_average_after"] = list(__import__("os").getloadavg())
+    path = timing.save(report, "slgrad")
+    if args.markdown:
+        print(f"Clock: {clock} time (ms), median [q1-q3]; ratios per round.\n")
+        print("| B | T | uniform | slgrad | func_vmap | reference | reference / slgrad | func_vmap / slgrad "
+              "| slgrad / uniform | reference / slgrad (wall) | max abs dw (ref, func) |")
+        print("| --: | -: | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in report["results"]:
+            print(f"| {r['B']} | {r['T']} | {timing.fmt(r[f'uniform_{clock}_ms'])} | "
+                  f"{timing.fmt(r[f'slgrad_{clock}_ms'])} | {timing.fmt(r[f'func_vmap_{clock}_ms'])} | "
+                  f"{timing.fmt(r[f'reference_{clock}_ms'], 1)} | "
+                  f"{timing.fmt(r[f'reference_over_slgrad_{clock}'], 1)} | "
+                  f"{timing.fmt(r[f'func_vmap_over_slgrad_{clock}'])} | "
+                  f"{timing.fmt(r[f'slgrad_over_uniform_{clock}'])} | "
+                  f"{timing.fmt(r['reference_over_slgrad_wall'], 1)} | "
+                  f"{r['max_weight_difference_reference']:.1e}, {r['max_weight_difference_func_vmap']:.1e} |")
+    print(f"\nraw results: {path}")
 
 
 if __name__ == "__main__":

@@ -183,8 +183,8 @@ def measure(kind: str, T: int, names: list[str], device: torch.device, warmup: i
 
 def print_text(key: str, entry: dict) -> None:
     j = entry["jacobian"]
-    print(f"\n== {key} ({entry['clock']} time): uniform step {timing.fmt(entry['step_ms']['uniform'])} ms; Jacobian batched "
-          f"{timing.fmt(j['batched_ms'])} ms, loop {timing.fmt(j['loop_ms'])} ms, loop/batched "
+    print(f"\n== {key} ({entry['clock']} time): uniform step {timing.fmt(entry['step_ms']['uniform'])} ms; "
+          f"Jacobian batched {timing.fmt(j['batched_ms'])} ms, loop {timing.fmt(j['loop_ms'])} ms, loop/batched "
           f"{timing.fmt(j['loop_over_batched'])} (auto: {j['auto_picks']})", flush=True)
     for n, ratio in sorted(entry["ratio_to_uniform"].items(), key=lambda kv: kv[1]["median"]):
         print(f"  {n:14s} {timing.fmt(entry['step_ms'][n]):>24s} ms  x uniform {timing.fmt(ratio)}")

@@ -168,7 +168,7 @@ def test_other_errors_propagate_without_fallback(monkeypatch, caplog, error, met
 
 def test_batching_error_classifier():
     assert jac.is_batching_error(RuntimeError("Batching rule not implemented for aten::item. We could not ..."))
-    assert jac.is_batching_error(RuntimeError("vmap: We do not support batching operators that can output dynamic shape"))
+    assert jac.is_batching_error(RuntimeError("vmap: We do not support batching operators with dynamic shape"))
     assert jac.is_batching_error(RuntimeError("Batched grads are not supported with Nested Tensor."))
     assert jac.is_batching_error(NotImplementedError("Batching rule not implemented for aten::foo"))
     assert not jac.is_batching_error(torch.OutOfMemoryError("CUDA out of memory (vmap)"))

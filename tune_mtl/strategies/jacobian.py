@@ -153,7 +153,8 @@ def task_jacobian_and_head_grads(
             task_losses[t], [*shared, *heads[t]], retain_graph=retain_graph or t < T - 1, allow_unused=True
         )
         rows.append(flatten_grads([None if g is None else g.unsqueeze(0) for g in grads[: len(shared)]], shared, 1))
-        pairs += [(p, torch.zeros_like(p) if g is None else g) for p, g in zip(heads[t], grads[len(shared) :], strict=True)]
+        own_head = zip(heads[t], grads[len(shared) :], strict=True)
+        pairs += [(p, torch.zeros_like(p) if g is None else g) for p, g in own_head]
     return torch.cat(rows, dim=0), pairs
 
 
