@@ -195,3 +195,8 @@ def test_final_record_prefers_the_trainables_score_keys():
                         f"{AT_SCORE}test/left/accuracy": 0.55})
     rec = final_record(history, "max", ["left/accuracy"], strategy="s", candidate=0, seed_index=0, seed=7)
     assert (rec["epoch"], rec["val_objective"], rec["objective"], rec["metrics"]) == (1, 0.5, 0.55, {"left/accuracy": 0.55})
+
+
+def test_markdown_of_the_json_copy_is_the_same():
+    verdict = table(num_samples=4)
+    assert verdict_markdown(verdict_dict(verdict)) == verdict_markdown(verdict)

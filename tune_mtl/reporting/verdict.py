@@ -293,16 +293,20 @@ def warnings(rows: Mapping[str, Mapping[str, Any]], num_samples: int | None, sta
 
 
 # -- formatting ----------------------------------------------------------------------------------------
+def _nan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))  # verdict_dict wrote NaN as None
+
+
 def _fmt(stats: Mapping[str, Any], digits: int = 4) -> str:
     if stats["n"] == 0:
         return "-"
-    if math.isnan(stats["half_width"]):
+    if _nan(stats["half_width"]):
         return f"{stats['mean']:.{digits}g} (n=1)"
     return f"{stats['mean']:.{digits}g} ± {stats['half_width']:.2g}"
 
 
 def verdict_markdown(verdict: Mapping[str, Any], objective_label: str = "test objective") -> str:
-    """The verdict as a Markdown table plus its notes."""
+    """The verdict (from compute_verdict, or its verdict_dict copy) as a Markdown table plus its notes."""
     rows = verdict["strategies"]
     metrics = list(next(iter(rows.values()))["metrics"]) if rows else []
     head = ["rank", "strategy", f"{objective_label} ({verdict['mode']})", *metrics,
@@ -316,7 +320,7 @@ def verdict_markdown(verdict: Mapping[str, Any], objective_label: str = "test ob
         search = row["search"]
         search_text = (f"{search.get('trials', 0)} ({search.get('diverged', 0)}, {search.get('collapsed', 0)})"
                        if search else "-")
-        vs = row["vs_best"] + (f" (p={row['p_holm']:.2g})" if "p_holm" in row and not math.isnan(row["p_holm"]) else "")
+        vs = row["vs_best"] + (f" (p={row['p_holm']:.2g})" if not _nan(row.get("p_holm")) else "")
         cells = [str(row["rank"] or "-"), name, _fmt(row["objective"]), *(_fmt(row["metrics"][m]) for m in metrics),
                  _fmt(row["delta_m"], 3), vs,
                  f"{row['objective']['n']}/{row['seeds']}" + (f" ({bad} failed: {failures})" if bad else ""),

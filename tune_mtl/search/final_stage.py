@@ -244,3 +244,12 @@ def final_verdict(spec: SearchSpec, run: RunFolder, records: list[dict[str, Any]
         search_trials=search_outcomes(search_rows, spec, mode) if search_rows else None,
         num_samples=num_samples, startup_trials=sampler_plan(num_samples, 1).startup)
 
+
+
+def verdict_for_run(spec: SearchSpec, run: RunFolder, search_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The JSON-safe verdict of a run (for summary.json / summary.md), or None when it has no final stage
+    (skipped, or a multi-objective search: the Pareto front is its answer)."""
+    if spec.search["objectives"]:
+        return None
+    records = load_final_records(spec, run)
+    return verdict_lib.verdict_dict(final_verdict(spec, run, records, search_rows)) if records else None
