@@ -1,0 +1,113 @@
+"""A search stopped and resumed, through `launch.py` in subprocesses as a user runs it: Ctrl-C (a real SIGINT)
+stops it resumable with exit 130 and the resume command; a SIGKILL of the driver (and its local Ray) during
+the resumed run loses nothing; the last resume finishes with every trial at its last epoch and exactly one
+COMPLETE Optuna trial per Tune trial (none RUNNING, none lost, none doubled)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.ray
+
+# Epochs long enough (a few hundred steps) that a signal lands while trials run.
+SPACE = {
+    "dataset": {"name": "toy_regression", "input_dim": 10, "num_samples": 6000},
+    "model": {"name": "mlp", "shared_layers": 1, "shared_width": 16},
+    "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-3, 1.0e-2]}},
+    "training": {"batch_size": 16, "epochs": 4},
+    "strategies": ["uniform", "random"],
+    "search": {"num_samples": 2, "scheduler": "fifo", "seed": 4, "max_concurrent_trials": 2},
+}
+STOP_WITHIN_S = 120  # a bound for the test not to hang, not a timing assertion
+
+
+def environment(tmp_path: Path) -> dict:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled",
+            "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT)}
+
+
+def epochs_reported(run: Path) -> dict[str, int]:
+    out = {}
+    for result in (run / "trials").glob("*/result.json"):
+        out[result.parent.name] = len([line for line in result.read_text().splitlines() if line.strip()])
+    return out
+
+
+def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    # Its own session: a SIGKILL of the group reaches the driver and the local Ray it started, nothing else.
+    return subprocess.Popen([sys.executable, "launch.py", "search", *args], cwd=ROOT, env=environment(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for(proc: subprocess.Popen, condition, what: str) -> None:
+    deadline = time.monotonic() + 240
+    while not condition():
+        assert proc.poll() is None, f"the search ended before {what}: " + proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"never reached: {what}"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_then_driver_kill_then_resume_loses_nothing(tmp_path):
+    config = tmp_path / "space.yaml"
+    config.write_text(yaml.safe_dump(SPACE))
+    run = tmp_path / "run"
+    first = start(["--config", str(config), "--storage-path", str(tmp_path), "--name", "run", "--quiet",
+                   "--wandb-mode", "disabled"], tmp_path)
+    try:
+        wait_for(first, lambda: max(epochs_reported(run).values(), default=0) >= 2, "a trial's second epoch")
+        first.send_signal(signal.SIGINT)  # what Ctrl-C does to the driver
+        _, err = first.communicate(timeout=STOP_WITHIN_S)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 130, err[-3000:]
+    assert f"launch.py search --resume {run}" in err and "Traceback" not in err, err[-3000:]
+    stopped_at = epochs_reported(run)
+    assert sum(stopped_at.values()) < 4 * 4, "stopped before the end"
+
+    resume = ["--resume", str(run), "--quiet"]
+    second = start(resume, tmp_path)
+    try:
+        # Kill the resumed driver (and its Ray) once it has made progress of its own.
+        wait_for(second, lambda: sum(epochs_reported(run).values()) >= sum(stopped_at.values()) + 2,
+                 "progress after the resume")
+    finally:
+        os.killpg(second.pid, signal.SIGKILL)
+        second.communicate(timeout=60)
+
+    third = subprocess.run([sys.executable, "launch.py", "search", *resume], cwd=ROOT, env=environment(tmp_path),
+                           capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    trials = sorted(p.name for p in (run / "trials").iterdir() if p.is_dir())
+    assert trials == ["random-1", "random-2", "uniform-1", "uniform-2"], "the same trials, no duplicates"
+    continued = False
+    for name in trials:
+        rows = [json.loads(line) for line in (run / "trials" / name / "result.json").read_text().splitlines()]
+        assert rows[-1]["epoch"] == 4 and {r["epoch"] for r in rows} == {1, 2, 3, 4}, name
+        continued |= any(r["iterations_since_restore"] == 1 and r["epoch"] > 1 for r in rows)
+    assert continued, "an interrupted trial continued from its checkpoint"
+
+    storage = f"sqlite:///{run / 'optuna.db'}"
+    summary = json.loads((run / "summary.json").read_text())["strategies"]
+    for strategy in ("uniform", "random"):
+        study = optuna.load_study(study_name=strategy, storage=storage)
+        assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"], "one per Tune trial, none RUNNING"
+        assert sorted(t.user_attrs["trial_name"] for t in study.trials) == [f"{strategy}-1", f"{strategy}-2"]
+        configs = {n: json.loads((run / "trials" / n / "params.json").read_text()) for n in trials
+                   if n.startswith(strategy)}
+        for trial in study.trials:
+            name = trial.user_attrs["trial_name"]
+            assert trial.params["optimizer/lr"] == configs[name]["optimizer"]["lr"]
+            assert trial.value == summary[strategy]["scores"][name]
+        assert summary[strategy]["trials"] == 2 and not summary[strategy]["unfinished"]
