@@ -20,6 +20,7 @@ import copy
 import json
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ import torch
 from tune_mtl.core.keys import AT_SCORE, DIVERGED, FAILURE_REASON, OBJECTIVE, SCORE, SCORE_EPOCH, TRACKING, TRIAL_NAME
 
 CHECKPOINT_FILE = "trainer.pt"
+# The trial's own wall clock (sub-second; Tune's `timestamp` is whole seconds): when the trial process began
+# its work and when each epoch's result was made. bench/cluster_width.py measures concurrency from them.
+STARTED_AT, WALL_CLOCK = "started_at", "wall_clock"
 SCORED_MODEL_FILE = "scored_model.pt"  # the model weights at the scored epoch
 SCORE_FILE = "score.json"
 
@@ -125,7 +129,7 @@ def train_trial(config: dict[str, Any]) -> None:
 
     try:
         run_trial(config)
-    except ZeroDivisionError as err:  # a configuration error: reported once, never retried (see trial_errors.py)
+    except UserError as err:  # a configuration error: reported once, never retried (see trial_errors.py)
         tune.report(user_error_result(str(err)))
 
 
@@ -135,6 +139,7 @@ def run_trial(config: dict[str, Any]) -> None:
     from tune_mtl.search.tracking import trial_logger
     from tune_mtl.training.trainer import Trainer, TrialDiverged
 
+    started_at = time.time()
     torch.set_num_threads(assigned_cpus())  # N trials on N cores: one intra-op thread each, not N each
     trainer_config, name, tracking = split_config(config)
     name = name or tune.get_context().get_trial_name()
@@ -156,7 +161,7 @@ def run_trial(config: dict[str, Any]) -> None:
                 tune.report(result)
                 return
             score.update(metrics, trainer.epoch, trainer.model)
-            result = {**metrics, **score.result()}
+            result = {**metrics, **score.result(), STARTED_AT: started_at, WALL_CLOCK: time.time()}
             logger.log(result, step=trainer.epoch)
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT_FILE)
