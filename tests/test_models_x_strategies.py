@@ -131,3 +131,25 @@ def test_one_training_step_on_every_model_or_a_one_sentence_refusal(monkeypatch,
         after = [b for b in trainer.model.buffers() if b.is_floating_point()]
         assert all(torch.isfinite(b).all() for b in after)
         assert any(not torch.equal(b, a) for b, a in zip(buffers, after))
+
+
+@pytest.mark.parametrize("strategy", strategies.names())
+def test_batch_norm_statistics_move_once_per_step_whatever_the_strategy(monkeypatch, strategy):
+    """Look-ahead, validation and re-evaluation forwards must not touch the running statistics: only the
+    trainer's forward moves them. After one step they equal those of `uniform` from the same start on the same
+    batch, and after three steps every batch norm has counted exactly three batches."""
+    if strategy == "recon":
+        pytest.skip("recon refuses models with batch norm (no sequential encoder)")
+    stats = {}
+    for name in ("uniform", strategy):
+        torch.manual_seed(0)
+        trainer = make_trainer(monkeypatch, "resnet18", name)
+        batches = [batch for _, batch in zip(range(3), trainer.train_loader)] * 2
+        trainer.train_step(batches[0])
+        stats[name] = [b.detach().clone() for b in trainer.model.buffers()]
+    for a, b in zip(stats["uniform"], stats[strategy], strict=True):
+        assert torch.equal(a, b)
+    for batch in batches[1:3]:
+        trainer.train_step(batch)
+    counters = [b for n, b in trainer.model.named_buffers() if n.endswith("num_batches_tracked")]
+    assert counters and all(int(c) == 3 for c in counters)

@@ -172,3 +172,33 @@ def test_exactly_one_optimizer_step_per_batch(lookahead):
         assert len(steps) == n
         for p, old in zip(trainer.model.parameters(), before, strict=True):  # theta - lr * grad, nothing else
             torch.testing.assert_close(p.detach(), old - 0.05 * p.grad, atol=1e-7, rtol=1e-7)
+
+
+@pytest.mark.parametrize("make_model, input_shape", [(mlp_model, (6,)), (conv_bn_model, (1, 8, 8))],
+                         ids=["mlp", "conv-batchnorm"])
+def test_lookahead_weights_are_the_brute_force_weights_at_the_virtual_point(make_model, input_shape):
+    """theta' = theta - lookahead_lr * grad_shared sum_t wbar_t L_t(theta) (wbar = 1 at the first step, the previous
+    batch's mean weights after): the reference moves a copy of the model there and repeats the per-sample loop."""
+    torch.manual_seed(0)
+    T, B, lr = 3, 7, 0.3
+    model = make_model(T).train()
+    g = torch.Generator().manual_seed(2)
+    strategy = build("slgrad", T, {"lookahead": True, "lookahead_lr": lr})
+    for step in range(2):
+        ctx = step_context(model, make_batch(g, B, T, input_shape), make_batch(g, 5, T, input_shape))
+        previous = torch.ones(T) if strategy.task_weights is None else strategy.task_weights.clone()
+        moved = copy.deepcopy(model)
+        step_grads = torch.autograd.grad((previous * ctx.task_losses).sum(), ctx.shared_params, retain_graph=True)
+        with torch.no_grad():
+            for p, grad in zip(moved.shared_parameters(), step_grads, strict=True):
+                p -= lr * grad
+        moved_ctx = step_context(copy.deepcopy(moved), ctx.batch, ctx.val_batch)
+        expected = brute_force_weights(moved_ctx.model, moved_ctx)
+        at_theta = brute_force_weights(model, ctx)
+        assert not torch.allclose(expected, at_theta, atol=1e-3)  # the look-ahead changes the weights here
+        strategy.backward(ctx)
+        torch.testing.assert_close(strategy.last_weights, expected, atol=1e-6, rtol=1e-6)
+        with torch.no_grad():  # the trainer's step, so that the second batch starts elsewhere
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+                p.grad = None

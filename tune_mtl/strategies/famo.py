@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.base import Knob, LossWeighting, StepContext
 
 EPS = 1e-8
@@ -65,8 +66,10 @@ class FAMO(LossWeighting):
     def weights(self, ctx: StepContext) -> Tensor:
         if self.pending is not None:
             batch, before = self.pending
+            # On copies of the buffers: this re-evaluation must not move batch-norm statistics a second time
+            # per step (the official code's extra train-mode forward does; here only the trainer's forward does).
             with torch.no_grad():
-                after = ctx.compute_losses(batch).mean(dim=1)
+                after = jac.functional_losses(ctx.model, ctx.compute_losses, batch, {}).mean(dim=1)
             self.update(before.to(after), after)
         task_losses = ctx.task_losses.detach()
         self.pending = (ctx.batch, task_losses.clone())

@@ -1,0 +1,130 @@
+"""Break each strategy on purpose, the ways issue 11 lists (and a few more), and check that a test fails.
+
+    .venv/bin/python tests/deliberate_breakages.py [--only NAME] [--json PATH]
+
+Each breakage is one textual edit of one source file. The script copies the package and the tests to a
+temporary directory (the work tree is never touched), applies one edit at a time there, runs the named tests
+against the copy, and reports which test caught it. Exit status 1 if any breakage goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Breakage:
+    name: str
+    path: str  # relative to the repository root
+    old: str
+    new: str
+    tests: tuple[str, ...]  # pytest node ids or files, relative to the root (with -k via "file::k=expr")
+
+
+S = "tune_mtl/strategies/"
+REF = "tests/test_strategies_references.py"
+PROPS = "tests/test_strategy_properties.py"
+BREAKAGES = [
+    Breakage("gradnorm objective replaced (squared instead of L1)", S + "gradnorm.py",
+             "return (G - target).abs().sum()", "return (G - target).pow(2).sum()", (REF,)),
+    Breakage("sdmgrad weight optimisation removed", S + "sdmgrad.py",
+             "for _ in range(self.niter):", "for _ in range(0):", (REF,)),
+    Breakage("sdmgrad momentum restarted every step", S + "sdmgrad.py",
+             "velocity = self.velocity\n", "velocity = None\n", (REF,)),
+    Breakage("forum replaced by the uniform step", S + "forum.py",
+             "jac.write_grads(params, direction[T:])", "jac.write_grads(params, g_f[T:] * T)", (REF,)),
+    Breakage("mgda-ub computes MGDA on the parameters", S + "mgda.py",
+             "J = jac.task_jacobian(task_losses, [ctx.representation], retain_graph=True)",
+             "J = jac.task_jacobian(task_losses, ctx.shared_params, retain_graph=True)", (REF,)),
+    Breakage("nashmtl update_weights_every ignored", S + "nashmtl.py",
+             "update = self.updates % self.update_weights_every == 0", "update = True", (REF,)),
+    Breakage("nashmtl max_norm ignored", S + "nashmtl.py", "if self.max_norm > 0:", "if False:", (REF,)),
+    Breakage("nashmtl solved on the normalised Gramian (old scale)", S + "nashmtl.py",
+             "max_iter=self.optim_niter) / root", "max_iter=self.optim_niter)", (REF,)),
+    Breakage("moml upper: mgda ignored", S + "moml.py", 'if self.upper == "mgda":', "if False:", (REF,)),
+    Breakage("cagrad rescale 1 and 2 swapped", S + "cagrad.py",
+             "(1.0, 1.0 + self.alpha**2, 1.0 + self.alpha)", "(1.0, 1.0 + self.alpha, 1.0 + self.alpha**2)", (REF,)),
+    Breakage("slgrad lookahead ignored", S + "slgrad.py", "if not self.lookahead:", "if True:",
+             ("tests/test_slgrad.py",)),
+    Breakage("imtl-h does not scale the losses", S + "imtl.py",
+             "task_losses = s.detach().exp().to(task_losses.dtype) * task_losses", "task_losses = task_losses",
+             (REF,)),
+    Breakage("imtl log-scale gradient in the losses' dtype", S + "imtl.py",
+             "task_losses.detach().to(s.dtype) - 1", "task_losses.detach() - 1", (REF,)),
+    Breakage("gcosim weighted variant ignored", S + "gcosim.py",
+             "gates = cosine_gates(J, self.weighted)", "gates = cosine_gates(J, False)", (REF,)),
+    Breakage("gramian formed in float32", S + "base.py", "    J = jacobian.double()\n", "    J = jacobian\n",
+             (REF,)),
+    Breakage("look-ahead forwards move the real batch-norm buffers", S + "stochastic_moo.py",
+             "        module._buffers[name] = buf.clone()\n", "        module._buffers[name] = buf\n",
+             ("tests/test_models_x_strategies.py::k=moml or forum",)),
+    Breakage("famo re-evaluation moves batch-norm statistics", S + "famo.py",
+             "after = jac.functional_losses(ctx.model, ctx.compute_losses, batch, {}).mean(dim=1)",
+             "after = ctx.compute_losses(batch).mean(dim=1)",
+             ("tests/test_models_x_strategies.py::k=batch_norm_statistics and famo",)),
+]
+
+
+def pytest_args(spec: str) -> list[str]:
+    if "::k=" in spec:
+        path, expr = spec.split("::k=")
+        return [path, "-k", expr]
+    return [spec]
+
+
+def run_breakage(copy_root: Path, b: Breakage) -> dict:
+    target = copy_root / b.path
+    original = target.read_text()
+    if original.count(b.old) != 1:
+        return {"name": b.name, "caught": False, "by": f"edit does not apply ({original.count(b.old)} matches)"}
+    target.write_text(original.replace(b.old, b.new))
+    try:
+        args = [arg for spec in b.tests for arg in pytest_args(spec)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
+            cwd=copy_root, capture_output=True, text=True, timeout=900,
+            env={"PYTHONPATH": str(copy_root), "PATH": "/usr/bin:/bin", "HOME": str(copy_root)},
+        )
+    finally:
+        target.write_text(original)
+    failed = [line.split(" ")[1] for line in proc.stdout.splitlines() if line.startswith("FAILED ")]
+    # 1: tests ran and failed; anything else (2: collection error, 4: bad arguments) proves nothing
+    return {"name": b.name, "caught": proc.returncode == 1, "by": failed[0] if failed else proc.stdout[-200:]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="run the breakages whose name contains this text")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    chosen = [b for b in BREAKAGES if not args.only or args.only in b.name]
+    with tempfile.TemporaryDirectory(prefix="breakages-") as tmp:
+        copy_root = Path(tmp)
+        shutil.copytree(ROOT / "tune_mtl", copy_root / "tune_mtl", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / "tests", copy_root / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "pyproject.toml", copy_root / "pyproject.toml")
+        check = subprocess.run([sys.executable, "-c", "import tune_mtl; print(tune_mtl.__file__)"], cwd=copy_root,
+                               capture_output=True, text=True, env={"PYTHONPATH": str(copy_root)})
+        if not check.stdout.startswith(str(copy_root)):
+            raise SystemExit(f"the copy is not the imported package: {check.stdout or check.stderr}")
+        results = []
+        for b in chosen:
+            result = run_breakage(copy_root, b)
+            results.append(result)
+            print(f"{'caught ' if result['caught'] else 'MISSED '} {b.name:55s} {result['by']}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0 if all(r["caught"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
