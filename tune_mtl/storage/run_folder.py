@@ -142,14 +142,21 @@ class RunFolder:
         self.save()
 
 
-def new_run(storage_path: str, name: str | None) -> RunFolder:
-    name = name or datetime.now().strftime("search-%Y%m%d-%H%M%S")
+def default_run_name() -> str:
+    return datetime.now().strftime("search-%Y%m%d-%H%M%S")
+
+
+def local_folder(storage_path: str, name: str) -> Path:
+    """Where the driver's files of run `name` go (see the module docstring)."""
     if is_url(storage_path):
-        local = (LOCAL_RUNS_FOR_URLS / name).resolve()
-        tune_storage = f"{storage_path.rstrip('/')}/{name}"
-    else:
-        local = Path(storage_path).expanduser().resolve() / name
-        tune_storage = str(local)
+        return (LOCAL_RUNS_FOR_URLS / name).resolve()
+    return Path(storage_path).expanduser().resolve() / name
+
+
+def new_run(storage_path: str, name: str | None) -> RunFolder:
+    name = name or default_run_name()
+    local = local_folder(storage_path, name)
+    tune_storage = f"{storage_path.rstrip('/')}/{name}" if is_url(storage_path) else str(local)
     if (local / RECORD).exists():
         raise UserError(f"run folder '{local}' already holds a search; continue it with --resume {local}, "
                         f"or pick another --name")
