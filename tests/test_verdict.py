@@ -99,8 +99,8 @@ def table(**kwargs):
 def test_verdict_ranks_tests_and_counts():
     verdict = table(search_trials={"slgrad": {"trials": 4, "diverged": 2, "collapsed": 1}})
     rows = verdict["strategies"]
-    assert verdict["ranking"] == ["pcgrad", "uniform", "mgda"]  # means 0.802, 0.800, 0.704
-    assert rows["pcgrad"]["rank"] == 1 and rows["slgrad"]["rank"] is None
+    assert verdict["ranking"] == ["pcgrad", "uniform", "mgda", "slgrad"]  # means 0.802, 0.800, 0.704, 0.10
+    assert rows["pcgrad"]["rank"] == 1
     assert rows["uniform"]["vs_best"] == "indistinguishable"
     assert rows["mgda"]["vs_best"] == "worse"
     # Holm over the two comparisons, each against scipy's paired test.
@@ -111,7 +111,9 @@ def test_verdict_ranks_tests_and_counts():
     assert rows["uniform"]["p_holm"] == pytest.approx(min(1, max(2 * p_mgda, p_uniform)))
     assert verdict["indistinguishable_from_best"] == ["pcgrad", "uniform"]
     assert rows["slgrad"]["final_failures"] == {"diverged": 1, "error": 0, "collapsed": 1}
-    assert rows["slgrad"]["objective"]["n"] == 0 and rows["slgrad"]["vs_best"] == "no finished seed"
+    # The collapsed seed is a result (it counts, ranked last); the diverged one has no value.
+    assert rows["slgrad"]["objective"]["n"] == 1 and rows["slgrad"]["rank"] == 4
+    assert rows["slgrad"]["vs_best"] == "untested (< 2 shared seeds)"
     assert rows["mgda"]["objective"]["mean"] == pytest.approx(np.mean(MGDA))
 
 

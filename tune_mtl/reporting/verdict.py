@@ -9,7 +9,8 @@ One record per final trial (a strategy's configuration re-trained with one seed)
 
 `objective` and `metrics` are *test* values at the epoch the validation objective selected (`val_objective`).
 `status` is "ok", "diverged" (non-finite loss), "error" (the trial crashed) or "collapsed" (a task's primary
-metric at chance level). Only "ok" records enter the means; the others are counted.
+metric at chance level). "ok" and "collapsed" records enter the means (a collapse is a result); every
+non-"ok" record is counted per strategy.
 
 Statistics (why these):
 - 95% confidence interval of a mean: Student t, mean +- t_{0.975, n-1} s / sqrt(n) (few seeds, unknown
@@ -151,7 +152,9 @@ def _better(mode: str):
 
 
 def _ok(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [r for r in records if r["status"] == OK and math.isfinite(r["objective"])]
+    """The seeds that enter the means: finished with a finite score. A collapsed seed is a real (bad) result
+    and counts; a diverged or crashed one has no value and is only counted."""
+    return [r for r in records if r["status"] in (OK, COLLAPSED) and math.isfinite(r["objective"])]
 
 
 def chosen_candidate(records: Sequence[Mapping[str, Any]], mode: str) -> int | None:

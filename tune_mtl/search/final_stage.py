@@ -184,6 +184,7 @@ def run_final_stage(spec: SearchSpec, run: RunFolder, best_configs: dict[str, li
     from ray import tune
 
     from tune_mtl.reporting.summary import load_trials
+    from tune_mtl.search.experiment import driver_env, tune_env
 
     options = options or FinalOptions.from_spec(spec)
     if options.seeds == 0 or not best_configs:
@@ -196,7 +197,8 @@ def run_final_stage(spec: SearchSpec, run: RunFolder, best_configs: dict[str, li
             tuner = tune.Tuner.restore(path, _trainable(spec), resume_unfinished=True, resume_errored=True)
         else:
             tuner = build_final_tuner(spec, run, configs, verbose)
-        tuner.fit()
+        with driver_env(tune_env(pending=len(configs))):
+            tuner.fit()
         run.mark_finished(FINAL)
     return records_from_rows(load_trials(path), spec, run.objective["mode"])
 
