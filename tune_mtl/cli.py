@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="asha (default), hyperband, pbt (evolves the learning rate) or fifo (no early stopping)")
     search.add_argument("--objectives", help="multi-objective search over validation metrics, e.g. "
                         "task0/mse,task1/mse (reports the Pareto front; runs FIFO)")
+    search.add_argument("--final-seeds", type=_non_negative_int,
+                        help="after the search, re-train each strategy's best configuration with this many fresh "
+                             "seeds for the verdict table (default: search.final.seeds, 3; 0 skips it)")
     search.add_argument("--strategy-mode", choices=("separate", "categorical"),
                         help="separate (default): one study per strategy; categorical: one study that searches "
                              "the strategy and its knobs")
@@ -77,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where run folders go: a folder (NFS on a cluster) or a URL such as s3://bucket/runs "
                              "(default: ./runs)")
     search.add_argument("--optuna-storage", help="Optuna RDB URL, e.g. postgresql://user:pw@host/db "
-                        "(default: SQLite in the run folder)")
+                        "(default: $TUNE_MTL_OPTUNA_STORAGE, else SQLite in the run folder); a password here is "
+                        "visible to `ps`: prefer --optuna-storage-file, the variable, or PGPASSWORD/~/.pgpass")
+    search.add_argument("--optuna-storage-file", metavar="FILE",
+                        help="read the Optuna RDB URL (with its password) from the first line of FILE")
     search.add_argument("--name", help="run folder name (default: search-<timestamp>)")
     search.add_argument("--cpus-per-trial", type=_non_negative_float, help="CPUs each trial reserves")
     search.add_argument("--gpus-per-trial", type=_non_negative_float, help="GPUs each trial reserves (0.25 packs 4)")
@@ -143,23 +149,28 @@ RESUME_KEEPS = ("config", "strategies", "num_samples", "epochs", "seed", "cpus_p
 def _search(args: argparse.Namespace) -> int:
     from tune_mtl.search.engine import RunOptions, resume_search, run_search
     from tune_mtl.search.spec import load_spec
-    from tune_mtl.storage.run_folder import check_storage_path, open_run
+    from tune_mtl.storage.run_folder import check_storage_path, default_run_name, local_folder, open_run
+    from tune_mtl.storage.secrets import optuna_storage_url
 
     options = RunOptions(
         storage_path=args.storage_path,
-        name=args.name,
+        name=args.name or (None if args.resume else default_run_name()),  # known here for the failure hint
         address=args.address,
         wandb_mode=args.wandb_mode,
         wandb_project=args.wandb_project,
         verbose=0 if args.quiet else 1 + args.verbose,
-        optuna_storage=args.optuna_storage,
+        optuna_storage=optuna_storage_url(args.optuna_storage, args.optuna_storage_file),
     )
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in RESUME_KEEPS if getattr(args, k) is not None]
         if given:
             raise UserError(f"--resume continues a search with its saved settings; leave out {', '.join(given)}")
-        open_run(args.resume).check_resumable()  # a damaged run is one sentence, before Ray starts
-        summary = resume_search(args.resume, options)
+        run = open_run(args.resume)
+        run.check_resumable()  # a damaged run is one sentence, before Ray starts
+        if not run.optuna_storage and not (args.optuna_storage or args.optuna_storage_file):
+            options.optuna_storage = None  # its own SQLite study, whatever $TUNE_MTL_OPTUNA_STORAGE says
+        _check_optuna_storage(options.optuna_storage)
+        summary = _storage_failures_as_sentences(lambda: resume_search(args.resume, options), run.path, options)
     else:
         overrides: dict[str, Any] = {
             "strategies": args.strategies,
@@ -172,12 +183,43 @@ def _search(args: argparse.Namespace) -> int:
             "scheduler": args.scheduler,
             "objectives": args.objectives,
             "strategy_mode": args.strategy_mode,
+            "final_seeds": args.final_seeds,
         }
         spec = load_spec(args.config, overrides)
         check_storage_path(args.storage_path)
-        summary = run_search(spec, options)
+        _check_optuna_storage(options.optuna_storage)
+        folder = local_folder(args.storage_path, options.name)
+        summary = _storage_failures_as_sentences(lambda: run_search(spec, options), folder, options)
     _print_summary(summary)
     return 0
+
+
+def _check_optuna_storage(url: str | None) -> None:
+    """Driver installed and server answering, before Ray starts (the default SQLite study needs neither)."""
+    if url:
+        from tune_mtl.storage.database import check_optuna_url
+
+        check_optuna_url(url)
+
+
+def _storage_failures_as_sentences(search, folder, options) -> dict[str, Any]:
+    """Run `search()`; a full disk or a lost database mid-search becomes one sentence (exit 2) that says how to
+    continue, instead of the traceback of whichever layer noticed it."""
+    from tune_mtl.storage.failures import failure_sentence, quiet_tune_storage_failures
+    from tune_mtl.storage.run_folder import default_storage_url
+    from tune_mtl.storage.secrets import mask_url
+
+    quiet_tune_storage_failures()
+    try:
+        return search()
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        url = mask_url(options.optuna_storage) if options.optuna_storage else default_storage_url(folder)
+        sentence = failure_sentence(err, str(folder), url)
+        if sentence is None:
+            raise
+        raise UserError(sentence) from None
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
