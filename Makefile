@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv search test lint typecheck check bench clean
+.PHONY: venv search test lint typecheck check bench clean mutate
 
 venv: $(STAMP)
 
@@ -33,5 +33,12 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(PY) bench/step_cost.py
 
+# Mutation testing of the strategies' core computations (files and tests: [tool.mutmut] in pyproject.toml);
+# the score and the survivors judged harmless are in TESTING.md. Long: about an hour on 2 cores.
+mutate: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[mutation]'
+	$(VENV)/bin/mutmut run --max-children $${MUTATE_JOBS:-2}
+	$(VENV)/bin/mutmut results --all true > mutation-results.txt; tail -n 40 mutation-results.txt
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache mutants mutation-results.txt
