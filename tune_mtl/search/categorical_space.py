@@ -52,6 +52,7 @@ def paired_draws(spec: SearchSpec, count: int, seed: int) -> tuple[dict[str, Any
     import optuna
 
     shared = SharedRanges(spec)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     draws = []
     for _ in range(count):
