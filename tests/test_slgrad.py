@@ -184,7 +184,7 @@ def test_lookahead_weights_are_the_brute_force_weights_at_the_virtual_point(make
     model = make_model(T).train()
     g = torch.Generator().manual_seed(2)
     strategy = build("slgrad", T, {"lookahead": True, "lookahead_lr": lr})
-    for step in range(2):
+    for _ in range(2):
         ctx = step_context(model, make_batch(g, B, T, input_shape), make_batch(g, 5, T, input_shape))
         previous = torch.ones(T) if strategy.task_weights is None else strategy.task_weights.clone()
         moved = copy.deepcopy(model)

@@ -62,7 +62,8 @@ def per_task_grads(task_losses: torch.Tensor, params: list) -> torch.Tensor:
     rows = []
     for t in range(task_losses.shape[0]):
         grads = torch.autograd.grad(task_losses[t], params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)]))
+        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                               for g, p in zip(grads, params, strict=True)]))
     return torch.stack(rows)
 
 
@@ -193,7 +194,7 @@ def forum_reference_step(model: HPSModel, batch, phi: float, inner_lr: float, in
     for _ in range(inner_steps):
         grads = torch.autograd.grad((z * loss_fn(inner)(sub(lower)).mean(1)).sum(), inner_params)
         with torch.no_grad():
-            for p, gr in zip(inner_params, grads):
+            for p, gr in zip(inner_params, grads, strict=True):
                 p -= inner_lr * gr
     with torch.no_grad():
         inner_losses = loss_fn(inner)(sub(lower)).mean(1)

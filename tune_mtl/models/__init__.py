@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tune_mtl.core.errors import UserError, unknown_name
-from tune_mtl.models.hps import HPSModel
 from tune_mtl.core.options import Field, check_options
 from tune_mtl.core.registry import import_submodules
+from tune_mtl.models.hps import HPSModel
 
 _BUILDERS: dict[str, Callable[..., HPSModel]] = {}
 _OPTIONS: dict[str, dict[str, Field]] = {}

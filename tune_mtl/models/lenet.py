@@ -15,9 +15,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
+from tune_mtl.core.options import Field
 from tune_mtl.models import register
 from tune_mtl.models.hps import HPSModel
-from tune_mtl.core.options import Field
 
 
 def scaled(base: int, width: float) -> int:
@@ -53,7 +53,7 @@ class ConvEncoder(nn.Module):
         self.pool = nn.MaxPool2d(2)
         flat = channels[1] * after_conv_pool(after_conv_pool(h)) * after_conv_pool(after_conv_pool(w))
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip([flat] + fc[:-1], fc):
+        for fan_in, fan_out in zip([flat] + fc[:-1], fc, strict=True):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
         self.fc = nn.Sequential(*layers)
         self.out_dim = fc[-1] if fc else flat

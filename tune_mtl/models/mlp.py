@@ -9,7 +9,7 @@ from tune_mtl.models.hps import HPSModel
 
 def mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(fan_in, fan_out))
         if final_activation or i < len(sizes) - 2:
             layers.append(nn.ReLU())

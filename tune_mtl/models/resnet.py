@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
+from tune_mtl.core.options import Field
 from tune_mtl.models import register
 from tune_mtl.models.hps import HPSModel
-from tune_mtl.core.options import Field
 
 BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -57,7 +57,7 @@ class ResNetEncoder(nn.Module):
             self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(channels[0])
         fan_in = channels[0]
-        for stage, (count, fan_out) in enumerate(zip(BLOCKS[depth], channels), start=1):
+        for stage, (count, fan_out) in enumerate(zip(BLOCKS[depth], channels, strict=True), start=1):
             blocks = []
             for i in range(count):
                 blocks.append(BasicBlock(fan_in, fan_out, stride=2 if i == 0 and stage > 1 else 1))
@@ -75,7 +75,9 @@ def load_pretrained(encoder: nn.Module, path: str) -> None:
     """Load a local state dict (torchvision names; `fc.*`, `module.`/`encoder.` prefixes tolerated)."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UserError(f"'model.pretrained_path' '{file}' does not exist; give a local .pt/.pth state dict or leave it empty")
+        raise UserError(
+            f"'model.pretrained_path' '{file}' does not exist; give a local .pt/.pth state dict or leave it empty"
+        )
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's input
@@ -98,7 +100,8 @@ def load_pretrained(encoder: nn.Module, path: str) -> None:
         detail = f"missing {', '.join(missing[:3])}" if missing else ""
         if wrong:
             k = wrong[0]
-            detail += f"{'; ' if detail else ''}shape of {k} is {tuple(cleaned[k].shape)}, the model needs {tuple(own[k].shape)}"
+            detail += (f"{'; ' if detail else ''}shape of {k} is {tuple(cleaned[k].shape)}, "
+                       f"the model needs {tuple(own[k].shape)}")
         raise UserError(
             f"'model.pretrained_path' '{file}' does not fit this encoder ({detail}); match depth, width and stem "
             "to the checkpoint (torchvision resnet18: depth 18, width 1, stem imagenet)"

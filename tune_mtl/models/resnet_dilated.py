@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from tune_mtl.core.errors import UserError
+from tune_mtl.core.options import Field
 from tune_mtl.models import register
 from tune_mtl.models.dense_heads import aspp_head, image_shape, make_heads
 from tune_mtl.models.hps import HPSModel
-from tune_mtl.core.options import Field
 
 ARCHITECTURES = {
     18: (BasicBlock, (2, 2, 2, 2)),

@@ -13,10 +13,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
+from tune_mtl.core.options import Field
 from tune_mtl.models import register
 from tune_mtl.models.dense_heads import conv_head, image_shape, init_like_mtan, make_heads
 from tune_mtl.models.hps import HPSModel
-from tune_mtl.core.options import Field
 
 BASE_FILTERS = (64, 128, 256, 512, 512)
 

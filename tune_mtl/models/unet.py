@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
+from tune_mtl.core.options import Field
 from tune_mtl.models import register
 from tune_mtl.models.dense_heads import conv_head, image_shape, make_heads
 from tune_mtl.models.hps import HPSModel
-from tune_mtl.core.options import Field
 
 OPTIONS = {
     "width": Field(int, 64, low=1, high=1024, help="channels of the first level (doubled at each level)"),

@@ -27,7 +27,7 @@ def main_validation_gradient(
         leaves, overrides = list(params), {}
     else:
         leaves = [t.detach().requires_grad_(True) for t in at]
-        overrides = dict(zip(jac.parameter_names(ctx.model, params), leaves))
+        overrides = dict(zip(jac.parameter_names(ctx.model, params), leaves, strict=True))
     with torch.enable_grad():
         if overrides or any(True for _ in ctx.model.buffers()):
             val_losses = jac.functional_losses(ctx.model, ctx.compute_losses, ctx.val_batch, overrides)

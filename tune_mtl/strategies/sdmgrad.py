@@ -21,7 +21,6 @@ from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, weight_logs
 from tune_mtl.strategies.stochastic_moo import piece_losses, project_to_simplex
 
-
 LR, MOMENTUM = 5.0, 0.5  # the weights' SGD optimiser in LibMTL and the official code
 
 
