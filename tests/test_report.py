@@ -42,7 +42,7 @@ def test_report_and_no_secret_anywhere(tmp_path, ray_session, capfd, monkeypatch
     reported = json.loads((run / "summary.json").read_text())
     assert reported == {k: v for k, v in searched.items() if k != "notes"}, "the same summary, from the files"
     plots = {p.name for p in (run / "plots").glob("*.png")}
-    assert {"best_per_strategy.png", "learning_curves.png", "pareto_front.png"} <= plots
+    assert {"trials_per_strategy.png", "learning_curves.png", "pareto_front.png"} <= plots
     # The study URL is masked in the run folder, so importances are skipped there, and say why (below).
 
     # A resume needs the password again: it is nowhere on disk.
@@ -110,3 +110,37 @@ def test_an_errored_trial_is_listed_with_its_reason(tmp_path, ray_session):
     assert [(r["status"], r["error"]) for r in rows] == [("ERROR", "ValueError: boom: the strategy exploded")]
     summary = strategy_summary(rows, "min")
     assert summary["failed"] == [{"trial_id": rows[0]["trial_id"], "reason": "ValueError: boom: the strategy exploded"}]
+
+
+def test_the_importance_method_named_on_the_plot_is_the_one_optuna_uses(tmp_path):
+    from tune_mtl.reporting.plots import IMPORTANCE_METHOD
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("lr", 0, 1) ** 2 + 0.1 * t.suggest_int("width", 1, 4), n_trials=20)
+    default = optuna.importance.get_param_importances(study)  # what Optuna computes when not told
+    named = {"PED-ANOVA": optuna.importance.PedAnovaImportanceEvaluator,
+             "fANOVA": optuna.importance.FanovaImportanceEvaluator}[IMPORTANCE_METHOD]
+    assert optuna.importance.get_param_importances(study, evaluator=named()) == pytest.approx(default)
+
+
+def test_verdict_and_search_plots_with_caveats(tmp_path):
+    from tune_mtl.reporting.plots import caveats, final_seeds, learning_curves, trials_per_strategy
+    from tune_mtl.reporting.verdict import compute_verdict, verdict_dict
+
+    records = [{"strategy": s, "candidate": 0, "seed_index": i, "seed": i, "status": "ok", "val_objective": v,
+                "objective": v, "metrics": {"task0/mse": v}} for s, base in (("uniform", 0.3), ("slgrad", 0.1))
+               for i, v in enumerate([base, base + 0.01, base - 0.02])]
+    verdict = verdict_dict(compute_verdict(records, "min", {"task0/mse": False}, num_samples=4))
+    curve = {"epoch": [1, 2, 3], "val": [0.5, 0.3, 0.4], "test": [0.55, 0.35, 0.45]}
+    summary = {"objective": {"task": "task0", "metric": "mse", "mode": "min"}, "verdict": verdict,
+               "strategies": {s: {"scores": {f"{s}-1": 0.3, f"{s}-2": 0.5, f"{s}-3": None}, "trials": 3,
+                                  "failed": [{"trial": f"{s}-3", "reason": "diverged"}],
+                                  "best": {"val": 0.3, "epoch": 2, "curve": curve}} for s in ("uniform", "slgrad")}}
+    assert any("random search" in c for c in caveats(summary))
+    assert caveats({**summary, "verdict": None}) == [
+        "one seed per configuration (no final stage): no error bars; re-run with --final-seeds N"]
+    for plot in (trials_per_strategy, final_seeds, learning_curves):
+        path = plot(summary, tmp_path)
+        assert path is not None and path.stat().st_size > 0
+    assert final_seeds({**summary, "verdict": None}, tmp_path) is None

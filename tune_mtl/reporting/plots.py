@@ -10,48 +10,132 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from tune_mtl.storage.run_folder import RunFolder  # noqa: E402
 from tune_mtl.storage.secrets import is_masked  # noqa: E402
 
 MIN_TRIALS_FOR_IMPORTANCE = 2
+# Optuna 5's own default evaluator, named on the plot (Optuna 4 defaulted to fANOVA: the label must say which).
+IMPORTANCE_METHOD = "PED-ANOVA"
 
 
-def _objective_label(summary: dict[str, Any]) -> str:
+def _direction(mode: str) -> str:
+    return "lower is better" if mode == "min" else "higher is better"
+
+
+def _objective_label(summary: dict[str, Any], split: str = "validation") -> str:
     o = summary["objective"]
-    return f"validation {o['metric']} of {o['task']} ({o['mode']})"
+    return f"{split} {o['metric']} of {o['task']} ({_direction(o['mode'])})"
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, bottom: float = 0.0) -> Path:
+    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))  # `bottom`: the figure fraction kept for the caveats
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def best_per_strategy(summary: dict[str, Any], folder: Path) -> Path | None:
-    done = [(name, s["best"]) for name, s in summary["strategies"].items() if s["best"]]
-    if not done:
+def caveats(summary: dict[str, Any]) -> list[str]:
+    """What the search is too small to claim: the verdict's warnings, or, without a final stage, that every
+    number comes from one seed."""
+    verdict = summary.get("verdict")
+    if verdict:
+        return list(verdict.get("warnings", []))
+    return ["one seed per configuration (no final stage): no error bars; re-run with --final-seeds N"]
+
+
+def _caveat_box(fig, summary: dict[str, Any]) -> float:
+    """The caveats in red under the axes; returns the figure fraction they take (for _save)."""
+    notes = caveats(summary)
+    if not notes:
+        return 0.0
+    fig.text(0.01, 0.01, "\n".join(f"! {n}" for n in notes), fontsize=7, color="firebrick", va="bottom", ha="left")
+    return 0.02 + 0.035 * len(notes)
+
+
+def trials_per_strategy(summary: dict[str, Any], folder: Path) -> Path | None:
+    """Every trial's score (its best validation epoch), strategy by strategy: a box over the points, the
+    count (and the failed trials) under each name."""
+    groups = [(name, [v for v in (s.get("scores") or {}).values() if v is not None], s)
+              for name, s in summary["strategies"].items()]
+    groups = [g for g in groups if g[1]]
+    if not groups:
         return None
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(done)), 3.5))
-    ax.bar([n for n, _ in done], [b["val"] for _, b in done])
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(groups)), 4.2))
+    ax.boxplot([values for _, values, _ in groups], widths=0.5, showfliers=False)
+    jitter = np.random.default_rng(0)
+    for i, (_, values, _) in enumerate(groups, start=1):
+        ax.scatter(i + jitter.uniform(-0.12, 0.12, len(values)), values, s=14, alpha=0.7, color="C0", zorder=3)
+    labels = [f"{name}\nn={len(values)}" + (f", {len(s['failed'])} failed" if s["failed"] else "")
+              for name, values, s in groups]
+    ax.set_xticks(range(1, len(groups) + 1), labels, fontsize=8)
     ax.set_ylabel(_objective_label(summary))
-    ax.set_title("best trial per strategy")
-    ax.tick_params(axis="x", rotation=30)
-    return _save(fig, folder / "best_per_strategy.png")
+    ax.set_title("every search trial (score: best validation epoch, one seed)", fontsize=10)
+    return _save(fig, folder / "trials_per_strategy.png", bottom=_caveat_box(fig, summary))
+
+
+def final_seeds(summary: dict[str, Any], folder: Path) -> Path | None:
+    """The verdict: each strategy's re-trained configuration, mean and 95% interval over the final seeds, the
+    seeds as points; the best and those statistically indistinguishable from it in colour."""
+    verdict = summary.get("verdict")
+    if not verdict:
+        return None
+    rows = verdict["strategies"]
+    order = [n for n in verdict["ranking"]] + [n for n in rows if n not in verdict["ranking"]]
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(order)), 4.4))
+    tied = set(verdict["indistinguishable_from_best"])
+    for i, name in enumerate(order):
+        row = rows[name]
+        stats = row["objective"]
+        values = list((row.get("values") or {}).values())
+        color = "C2" if name in tied else "C7"
+        ax.scatter([i] * len(values), values, s=12, color=color, alpha=0.5, zorder=2)
+        if stats["n"]:
+            half = stats["half_width"] if stats["half_width"] is not None else 0.0
+            ax.errorbar([i], [stats["mean"]], yerr=[half], fmt="o", color=color, capsize=6, ms=7, zorder=3)
+    labels = []
+    for n in order:
+        failures = ", ".join(f"{count} {kind}" for kind, count in rows[n]["final_failures"].items() if count)
+        labels.append(f"{n}\n{rows[n]['objective']['n']}/{rows[n]['seeds']} seeds" + (f"\n{failures}" if failures else ""))
+    ax.set_xticks(range(len(order)), labels, fontsize=8)
+    ax.set_xlim(-0.6, len(order) - 0.4)
+    ax.set_ylabel(_objective_label(summary, split="test") + "\nat the epoch validation selected", fontsize=8)
+    ax.set_title(f"final seeds: mean and {verdict['interval'].split(' of')[0]}; green: the best and those\n"
+                 f"indistinguishable from it ({verdict['test']})", fontsize=8)
+    return _save(fig, folder / "final_seeds.png", bottom=_caveat_box(fig, summary))
 
 
 def learning_curves(summary: dict[str, Any], folder: Path) -> Path | None:
-    done = [(name, s["best"]["curve"]) for name, s in summary["strategies"].items() if s["best"]]
+    """Each strategy's best search trial: validation (solid) and test (dashed) per epoch, the epoch its
+    validation score selected marked."""
+    done = [(name, s["best"]) for name, s in summary["strategies"].items() if s["best"] and s["best"].get("curve")]
     if not done:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, curve in done:
-        ax.plot(curve["epoch"], curve["val"], marker="o", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(_objective_label(summary))
-    ax.set_title("learning curves of the best trials")
-    ax.legend()
+    cols = min(3, len(done))
+    rows = -(-len(done) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows + 0.6), squeeze=False, sharey=True)
+    metric = summary["objective"]
+    last_epoch = max(max(best["curve"]["epoch"], default=1) for _, best in done)
+    for ax, (name, best) in zip(axes.flat, done, strict=False):
+        curve = best["curve"]
+        ax.plot(curve["epoch"], curve["val"], marker="o", ms=3, label="validation")
+        tests = [(e, t) for e, t in zip(curve["epoch"], curve["test"], strict=True) if t is not None]
+        if tests:
+            ax.plot([e for e, _ in tests], [t for _, t in tests], marker="s", ms=3, ls="--", label="test")
+        if best.get("epoch"):
+            ax.axvline(best["epoch"], color="C3", lw=1, ls=":", label=f"selected (epoch {best['epoch']})")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlim(0.5, last_epoch + 0.5)  # one epoch would otherwise get fractional ticks around it
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=6)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{metric['metric']} of {metric['task']}\n({_direction(metric['mode'])})", fontsize=8)
+    for ax in list(axes.flat)[len(done):]:
+        ax.axis("off")
+    fig.suptitle("learning curves of each strategy's best search trial", fontsize=10)
     return _save(fig, folder / "learning_curves.png")
 
 
@@ -95,14 +179,15 @@ def importances(summary: dict[str, Any], folder: Path) -> tuple[list[Path], list
         # A multi-objective study has no single value: rank parameters by the first objective.
         target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
         try:
-            scores = optuna.importance.get_param_importances(study, target=target)
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            scores = optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
         except (RuntimeError, ValueError) as err:  # e.g. no parameter varied across the complete trials
             skipped.append(f"parameter importances of '{experiment}': {err}")
             continue
-        fig, ax = plt.subplots(figsize=(5, 0.35 * len(scores) + 1.5))
+        fig, ax = plt.subplots(figsize=(6, 0.35 * len(scores) + 1.8))
         ax.barh(list(scores)[::-1], list(scores.values())[::-1])
-        ax.set_xlabel("importance (fANOVA)")
-        ax.set_title(f"parameter importances: {experiment}")
+        ax.set_xlabel(f"importance ({IMPORTANCE_METHOD}, normalised to sum 1)")
+        ax.set_title(f"parameter importances: {experiment}\n(from {len(complete)} complete trials)", fontsize=10)
         paths.append(_save(fig, folder / f"importance_{experiment}.png"))
     return paths, skipped
 
@@ -111,7 +196,7 @@ def write_plots(summary: dict[str, Any], run: RunFolder) -> tuple[list[Path], li
     """The plot files written, and why any plot was skipped."""
     folder = run.path / "plots"
     folder.mkdir(exist_ok=True)
-    paths = [p for p in (best_per_strategy(summary, folder), learning_curves(summary, folder),
-                         pareto(summary, folder)) if p]
+    paths = [p for p in (trials_per_strategy(summary, folder), final_seeds(summary, folder),
+                         learning_curves(summary, folder), pareto(summary, folder)) if p]
     more, skipped = importances(summary, folder)
     return paths + more, skipped

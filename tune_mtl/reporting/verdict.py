@@ -219,6 +219,7 @@ def compute_verdict(
             "candidate": candidate,
             "seeds": len(seeds),
             "objective": mean_interval([r["objective"] for r in ok]),
+            "values": {r["seed_index"]: r["objective"] for r in ok},  # per seed index (the plot's points)
             "metrics": {key: mean_interval([r["metrics"][key] for r in ok if math.isfinite(r["metrics"].get(key, math.nan))])
                         for key in higher_is_better},
             "final_failures": counts,
