@@ -174,6 +174,7 @@ def execute(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna_url: s
     from tune_mtl.search.progress import progress_callbacks
     from tune_mtl.search.studies import open_storage
     from tune_mtl.search.tracking import trial_settings
+    from tune_mtl.search.trial_errors import raise_trial_user_error
     from tune_mtl.storage.run_folder import default_storage_url
 
     for note in notes:
@@ -198,6 +199,7 @@ def execute(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna_url: s
                                 tune_verbose=0 if options.verbose < 2 else min(options.verbose - 1, 3))
     with exp.driver_env(exp.tune_env(pending=width)):
         results = tuner.fit()
+    raise_trial_user_error(results)  # a configuration error inside a trial: exit 2 with its sentence
     summary = summarise_run(run, experiments(spec))
     summary["notes"] = notes
     write_summary(summary, run)

@@ -91,6 +91,17 @@ def param_space(spec: SearchSpec, tracking: dict[str, Any], optuna: bool) -> dic
     return {**space, "strategy": tune.grid_search([p["strategy"] for p in per_strategy]), TRACKING: tracking}
 
 
+def stopper(epochs: int):
+    """Trials end by themselves after their epochs; saying so also keeps PBT from exploiting a trial at its
+    last epoch (which would restart it from another checkpoint again and again). A UserError inside a trial
+    (reported under keys.USER_ERROR, see trial_errors.py) ends the whole experiment: every trial would repeat it."""
+    from ray.tune.stopper import CombinedStopper, MaximumIterationStopper
+
+    from tune_mtl.search.trial_errors import StopOnUserError
+
+    return CombinedStopper(MaximumIterationStopper(epochs), StopOnUserError())
+
+
 def make_trainable(spec: SearchSpec):
     from ray import tune
 
@@ -133,9 +144,7 @@ def build_tuner(spec: SearchSpec, storage_path: str, objective: dict[str, Any], 
             checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if pbt else 2),
             # Retries cover lost workers and nodes; a diverged trial ends normally (see trainable.py).
             failure_config=tune.FailureConfig(max_failures=search["max_failures"]),
-            # Trials end by themselves after their epochs; saying so also keeps PBT from exploiting a trial
-            # at its last epoch, which would restart it from another checkpoint again and again.
-            stop={"training_iteration": spec.epochs},
+            stop=stopper(spec.epochs),
             verbose=tune_verbose,
         ),
     )

@@ -62,7 +62,8 @@ class SamplerPlan:
     """How TPE spends one study's budget."""
 
     trials: int
-    startup: int  # random start-up trials before TPE models the results
+    startup: int  # random start-up trials before TPE models the results (at most `trials`)
+    needed_startup: int  # what the budget's start-up would be if it were large enough
     constant_liar: bool  # trials run concurrently: TPE pretends running trials did badly, so it spreads out
 
     @property
@@ -71,8 +72,9 @@ class SamplerPlan:
 
     def describe(self) -> str:
         if self.random_only:
-            return (f"this is a random search of {self.trials} trials: TPE starts modelling after {self.startup} "
-                    f"random trials; raise num_samples above {self.startup} for a guided search")
+            return (f"this is a random search of {self.trials} trials: TPE models the results only after "
+                    f"{self.needed_startup} random start-up trials; raise num_samples to at least "
+                    f"{self.needed_startup + 1} for a guided search")
         liar = ", constant liar for concurrent trials" if self.constant_liar else ""
         return (f"TPE: {self.startup} random start-up trials, then {self.trials - self.startup} chosen by TPE "
                 f"(multivariate{liar})")
@@ -80,7 +82,8 @@ class SamplerPlan:
 
 def sampler_plan(trials: int, concurrency: int) -> SamplerPlan:
     startup = min(MAX_STARTUP, max(MIN_STARTUP, math.ceil(STARTUP_FRACTION * trials)))
-    return SamplerPlan(trials=trials, startup=min(startup, trials), constant_liar=concurrency > 1)
+    return SamplerPlan(trials=trials, startup=min(startup, trials), needed_startup=startup,
+                       constant_liar=concurrency > 1)
 
 
 def paired(spec: SearchSpec) -> bool:
