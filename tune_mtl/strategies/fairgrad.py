@@ -13,7 +13,7 @@ from scipy.optimize import least_squares
 from torch import Tensor
 
 from tune_mtl.strategies.base import GramianWeighting, Knob
-from tune_mtl.strategies.stochastic_moo import to_numpy
+from tune_mtl.strategies.min_norm import to_numpy
 
 
 def fairgrad_weights(gramian: Tensor, alpha: float) -> Tensor:

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
-from tune_mtl.strategies.stochastic_moo import piece_indices, sub_batch, to_numpy, trial_state
+from tune_mtl.strategies.min_norm import to_numpy
+from tune_mtl.strategies.stochastic_moo import piece_indices, sub_batch, trial_state
 
 
 def solve_forum_qp(M: np.ndarray, pi: np.ndarray, c: float) -> np.ndarray:

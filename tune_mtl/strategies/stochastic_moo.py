@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from tune_mtl.strategies.base import Batch
+from tune_mtl.strategies.min_norm import like, project_simplex, to_numpy
+from tune_mtl.strategies.min_norm import min_norm_weights as exact_min_norm_weights
 
 
 def piece_indices(batch_size: int, pieces: int, device: torch.device | None = None) -> list[Tensor]:
@@ -35,33 +36,14 @@ def sub_batch(batch: Batch, idx: Tensor) -> Batch:
 
 
 def project_to_simplex(v: Tensor) -> Tensor:
-    """Euclidean projection of a vector onto {w >= 0, sum w = 1} (sort-based, exact; computed in float64)."""
-    x = v.double()
-    u, _ = torch.sort(x, descending=True)
-    cssv = torch.cumsum(u, dim=0) - 1.0
-    ks = torch.arange(1, x.numel() + 1, device=x.device, dtype=x.dtype)
-    positive = torch.nonzero(u - cssv / ks > 0)
-    rho = int(positive.max()) if positive.numel() else 0  # k = 1 always qualifies up to rounding
-    theta = cssv[rho] / (rho + 1)
-    return torch.clamp(x - theta, min=0.0).to(v.dtype)
+    """Euclidean projection of a vector onto {w >= 0, sum w = 1}: `min_norm.project_simplex` (float64) on a
+    tensor, returned in the tensor's dtype and device."""
+    return like(project_simplex(to_numpy(v)), v)
 
 
-def min_norm_weights(gramian: Tensor, iterations: int = 2000, tol: float = 1e-12) -> Tensor:
-    """argmin_{w in simplex} w^T G w by accelerated projected gradient (small T x T problems only)."""
-    G = gramian.detach().double()
-    T = G.shape[0]
-    lipschitz = float(torch.linalg.eigvalsh(G).max().clamp(min=1e-30)) * 2.0
-    w = torch.full((T,), 1.0 / T, dtype=G.dtype, device=G.device)
-    y, t_k = w.clone(), 1.0
-    for _ in range(iterations):
-        w_next = project_to_simplex(y - (2.0 * G @ y) / lipschitz)
-        t_next = (1.0 + (1.0 + 4.0 * t_k**2) ** 0.5) / 2.0
-        y = w_next + ((t_k - 1.0) / t_next) * (w_next - w)
-        done = float((w_next - w).abs().max()) < tol
-        w, t_k = w_next, t_next
-        if done:
-            break
-    return w.to(gramian.dtype)
+def min_norm_weights(gramian: Tensor) -> Tensor:
+    """argmin_{w in simplex} w^T G w: `min_norm.min_norm_weights` (Wolfe's exact active set) on a tensor."""
+    return like(exact_min_norm_weights(gramian), gramian)
 
 
 @contextmanager
@@ -97,7 +79,3 @@ def move_parameters(params: list[nn.Parameter], flat_step: Tensor, scale: float)
             n = p.numel()
             p.data = p.data + scale * flat_step[offset : offset + n].view_as(p).to(p.dtype)
             offset += n
-
-
-def to_numpy(t: Tensor) -> np.ndarray:
-    return t.detach().double().cpu().numpy()
