@@ -52,11 +52,12 @@ def test_trial_line_says_why_it_stopped(trial, reason):
     trial.score, trial.score_epoch = 0.012345678, 1
     trial.params = {"optimizer/lr": 0.001234, "model/width": 64}
     line = trial_line(trial, 4, "ASHA")
-    assert line == f"a-1  score 0.012346 (epoch 1)  {trial.epochs_run}/4 epochs  {reason}  lr=0.00123 width=64"
+    assert line == f"a-1  score 0.012346 (epoch 1)  {trial.epochs_run}/4 epochs  {reason}  lr=0.001234 width=64"
 
 
 def test_params_keep_their_section_only_when_names_clash():
     assert format_params({"optimizer/lr": 0.1, "strategy/alpha": 0.5}) == "lr=0.1 alpha=0.5"
+    assert format_params({"optimizer/beta2": 0.99951}) == "beta2=0.9995"  # not rounded up to 1
     assert format_params({"model/width": 8, "strategy/width": 2}) == "model/width=8 strategy/width=2"
 
 
@@ -114,6 +115,7 @@ def test_plain_output_prints_whole_lines():
     assert lines[1] == "a-1  score 0.5 (epoch 1)  1/2 epochs  stopped early by ASHA"
     assert lines[2].startswith("[search] a 2/2")  # a log file gets the status after each finished trial
     assert lines[3] == "a-2  score 0.25 (epoch 2)  2/2 epochs  completed"
+    assert lines[4].startswith("[search] a 2/2") and len(lines) == 5  # the end does not repeat it
     assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
 
 

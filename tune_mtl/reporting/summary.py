@@ -217,10 +217,12 @@ def format_locations(summary: dict[str, Any]) -> str:
     run = summary["run_dir"]
     results = summary.get("tune_storage", run)
     wandb = summary["wandb"]
-    sync = f" (upload later: wandb sync {wandb['dir']}/offline-run-*)" if wandb["mode"] == "offline" else ""
+    sync = (f" (browse offline: wandb leet {wandb['dir']}; upload later: wandb sync {wandb['dir']}/offline-run-*)"
+            if wandb["mode"] == "offline" else "")
     lines = [
         f"results (Ray Tune, TensorBoard files): {results}   tensorboard --logdir {results}",
         f"summary: {run}/summary.md, {run}/summary.json   plots: launch.py report {run}",
+        f"dashboards (TensorBoard + Optuna, Ctrl-C stops them): launch.py dashboard {run}",
     ]
     if summary.get("studies"):
         storage = summary["optuna_storage"]
@@ -229,10 +231,22 @@ def format_locations(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_verdict(summary: dict[str, Any]) -> str:
+    """The final stage's verdict table (reporting/verdict.py), or nothing when the run has none."""
+    from tune_mtl.reporting.verdict import verdict_markdown
+
+    verdict = summary.get("verdict")
+    if not verdict:
+        return ""
+    o = summary["objective"]
+    return ("Verdict (each strategy's best configuration re-trained over fresh seeds):\n"
+            + verdict_markdown(verdict, objective_label=f"test {o['metric']} of {o['task']}") + "\n\n")
+
+
 def write_summary(summary: dict[str, Any], run: RunFolder) -> None:
     files = {
         "summary.json": json.dumps(summary, indent=2, default=str),
-        "summary.md": format_table(summary) + "\n\n" + format_locations(summary) + "\n",
+        "summary.md": format_table(summary) + "\n\n" + format_verdict(summary) + format_locations(summary) + "\n",
     }
     for name, text in files.items():
         (run.path / name).write_text(text)

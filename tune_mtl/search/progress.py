@@ -120,7 +120,8 @@ def why_stopped(view: TrialView, epochs: int, scheduler: str) -> str:
 
 
 def format_value(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    # 4 digits: a beta2 drawn from [0.99, 0.9999] must not print as 1
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def format_params(params: dict[str, Any]) -> str:
@@ -190,21 +191,28 @@ class PlainOutput:
 
     def __init__(self, stream: IO[str] | None = None, every_s: float = PLAIN_STATUS_EVERY_S) -> None:
         self.stream, self.every_s, self.last_status = stream, every_s, -math.inf
+        self.status_is_last = False  # the last line printed is a status line: the final one would repeat it
 
     def start(self, status) -> None:
         self.status = status
 
-    def line(self, text: str) -> None:
+    def print(self, text: str) -> None:
         print(text, file=self.stream or sys.stdout, flush=True)
+
+    def line(self, text: str) -> None:
+        self.print(text)
+        self.status_is_last = False
 
     def tick(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self.last_status >= self.every_s:
             self.last_status = now
-            self.line(f"[search] {self.status()}")
+            self.print(f"[search] {self.status()}")
+            self.status_is_last = True
 
     def stop(self) -> None:
-        self.tick(force=True)
+        if not self.status_is_last:
+            self.tick(force=True)
 
 
 class LiveOutput:
