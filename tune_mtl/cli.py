@@ -223,19 +223,22 @@ def _storage_failures_as_sentences(search, folder, options) -> dict[str, Any]:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from tune_mtl.reporting.summary import format_locations, format_table
+    from tune_mtl.reporting.summary import format_locations, format_table, format_verdict
 
     objective = summary["objective"]
     print(f"\nBest configuration per strategy (objective: validation {objective['metric']} of task "
           f"'{objective['task']}', {objective['mode']}imised; test value at the best validation epoch):")
     print(format_table(summary))
     print()
+    print(format_verdict(summary), end="")
     print(format_locations(summary))
 
 
 def _report(args: argparse.Namespace) -> int:
     from tune_mtl.reporting.plots import write_plots
-    from tune_mtl.reporting.summary import summarise_run, write_summary
+    from tune_mtl.reporting.summary import load_trials, summarise_run, write_summary
+    from tune_mtl.search.experiment import EXPERIMENT
+    from tune_mtl.search.final_stage import verdict_for_run
     from tune_mtl.storage.run_folder import open_run
     from tune_mtl.search.engine import experiments
     from tune_mtl.search.spec import load_spec
@@ -243,6 +246,9 @@ def _report(args: argparse.Namespace) -> int:
     run = open_run(args.run_dir)
     spec = load_spec(run.path / "search_space.yaml")
     summary = summarise_run(run, experiments(spec))
+    verdict = verdict_for_run(spec, run, load_trials(run.experiment(EXPERIMENT)))
+    if verdict:  # the run has a final stage
+        summary["verdict"] = verdict
     write_summary(summary, run)
     _print_summary(summary)
     plots, skipped = write_plots(summary, run)
