@@ -78,6 +78,15 @@ def test_ray_address_variable_is_read_and_named(tmp_path, capsys, no_recorded_cl
     assert "RAY_ADDRESS 'http://127.0.0.1:8265' is a Ray dashboard/job-server URL" in capsys.readouterr().err
 
 
+def test_auto_takes_ray_address_first(tmp_path, capsys, no_recorded_cluster, monkeypatch):
+    """As in Ray, and what a `ray job submit` job relies on: RAY_ADDRESS is where 'auto' points."""
+    (no_recorded_cluster / "ray_current_cluster").write_text("127.0.0.1:2")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    assert search_with(tmp_path, "--address", "auto") == 2
+    assert "cannot reach the Ray cluster at '127.0.0.1:1' (Connection refused, from RAY_ADDRESS)" in \
+        capsys.readouterr().err
+
+
 def test_a_port_that_is_not_a_ray_head_is_named(tmp_path, capsys, no_recorded_cluster):
     with socket.socket() as server:  # accepts connections, never speaks gRPC
         server.bind(("127.0.0.1", 0))

@@ -58,7 +58,8 @@ def recorded_cluster() -> str | None:
 def resolve(address: str | None) -> Target:
     """The address the user gave (or RAY_ADDRESS, as Ray reads it), checked for its form; nothing contacted."""
     said = "--address"
-    if not address and os.environ.get(ADDRESS_ENV):
+    if address in (None, "", "auto") and os.environ.get(ADDRESS_ENV):
+        # As Ray reads it: RAY_ADDRESS stands for a missing address or 'auto' (a `ray job submit` job has it).
         address, said = os.environ[ADDRESS_ENV], ADDRESS_ENV
     if not address or address == "local":
         return Target("local", None, said)  # a new Ray on this machine, never one started by someone else
