@@ -133,6 +133,22 @@ def test_live_output_draws_on_a_terminal():
     assert last.startswith("a 2/2 | best 0.25 a-2 | ")  # the last state stays on screen once the live line goes
 
 
+def test_the_callback_pickles_with_the_experiment():
+    """Tune pickles its callbacks into tuner.pkl; a live rich display (locks, a thread) must not go with them."""
+    import cloudpickle
+    from rich.console import Console
+
+    live = SearchProgress({"a": 2}, 2, "min", "ASHA", LiveOutput(Console(file=io.StringIO(), force_terminal=True)))
+    live.setup()
+    try:
+        copy = cloudpickle.loads(cloudpickle.dumps(live))
+    finally:
+        live.on_experiment_end(trials=[])
+    assert (copy.budget, copy.epochs, copy.mode, copy.scheduler) == ({"a": 2}, 2, "min", "ASHA")
+    assert isinstance(copy.output, PlainOutput)  # made again for where it is loaded (pytest: not a terminal)
+    assert cloudpickle.loads(cloudpickle.dumps(SearchProgress({"a": 1}, 1, "min"))).output is None  # quiet stays
+
+
 def test_quiet_and_verbose(monkeypatch):
     for name in ("RAY_AIR_NEW_OUTPUT", "TUNE_PRINT_ALL_TRIAL_ERRORS"):
         monkeypatch.delenv(name, raising=False)

@@ -286,6 +286,16 @@ class SearchProgress(Callback):
         self.errors: dict[str, str] = {}  # trial_id -> last error line (read once, when it fails)
         self.started = time.time()
 
+    # Tune pickles its callbacks with the experiment (tuner.pkl, for --resume): a rich console holds locks and a
+    # live display a thread, so the output travels as what it was (quiet or not) and is made again on load.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "output": None if self.output is None else "default", "trials": []}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.output == "default":
+            self.output = default_output()
+
     def setup(self, **info) -> None:
         self.started = time.time()
         quiet_tune_logs()
