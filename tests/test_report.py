@@ -109,7 +109,8 @@ def test_an_errored_trial_is_listed_with_its_reason(tmp_path, ray_session):
     rows = load_trials(str(tmp_path / "e"))
     assert [(r["status"], r["error"]) for r in rows] == [("ERROR", "ValueError: boom: the strategy exploded")]
     summary = strategy_summary(rows, "min")
-    assert summary["failed"] == [{"trial_id": rows[0]["trial_id"], "reason": "ValueError: boom: the strategy exploded"}]
+    assert summary["failed"] == [{"trial_id": rows[0]["trial_id"], "trial": rows[0]["name"],
+                                  "reason": "ValueError: boom: the strategy exploded"}]
 
 
 def test_the_importance_method_named_on_the_plot_is_the_one_optuna_uses(tmp_path):
