@@ -5,8 +5,9 @@ Two hard-parameter-sharing models: the toy MLP (input 250, 3 x 64 shared, per ta
 small conv encoder (2 conv + pooling on 1x28x28, T linear heads); T in {2, 3, 10}. Every strategy of the
 registry, stepped round-robin (`--repeats` timed rounds after `--warmup` untimed ones); each figure is a
 median with its inter-quartile range, and the ratio to `uniform` is taken per round (same round, same load)
-before its median is taken. The Jacobian part times `jacobian.task_jacobian` batched against looped (forward
-included), checks that both give the same matrix, and names the method the rule picks there.
+before its median is taken. The Jacobian part times forward + `jacobian.task_jacobian_and_head_grads` (the shared
+Jacobian and every head's gradient) batched against looped, checks that both give the same numbers, and names
+the method the rule picks there.
 
     .venv/bin/python bench/step_cost.py [--markdown] [--device cuda] [--repeats 30] [--threads 1]
                                          [--jacobian auto|batched|loop]
@@ -135,25 +136,32 @@ def time_strategies(names: list[str], kind: str, T: int, device: torch.device, w
 
 
 def time_jacobian(kind: str, T: int, device: torch.device, warmup: int, repeats: int) -> dict:
+    """Forward + the shared Jacobian and every head's gradient (`task_jacobian_and_head_grads`, what a
+    gradient-aggregation step computes), batched against looped; asserts both give the same numbers."""
     model, batch = make_setup(kind, T, device)
-    params = model.shared_parameters()
+    shared, heads = model.shared_parameters(), model.task_parameters()
     results: dict[str, list[float]] = {"batched": [], "loop": []}
-    matrices = {}
+    outputs = {}
     for step in range(warmup + repeats):
         for mode in ("batched", "loop"):
             with timing.Stopwatch(lambda: sync(device)) as watch:
                 task_losses = compute_losses(model, batch).mean(dim=1)
-                matrices[mode] = jac.task_jacobian(task_losses, params, retain_graph=False, method=mode)
+                outputs[mode] = jac.task_jacobian_and_head_grads(task_losses, shared, heads, retain_graph=False,
+                                                                 method=mode)
             if step >= warmup:
                 results[mode].append(watch.cpu if device.type == "cpu" else watch.wall)
-    if not torch.allclose(matrices["batched"], matrices["loop"], rtol=1e-5, atol=1e-5):
+    (J_batched, heads_batched), (J_loop, heads_loop) = outputs["batched"], outputs["loop"]
+    same_heads = all(p is q and torch.allclose(g, h, rtol=1e-5, atol=1e-5)
+                     for (p, g), (q, h) in zip(sorted(heads_batched, key=lambda pg: id(pg[0])),
+                                               sorted(heads_loop, key=lambda pg: id(pg[0])), strict=True))
+    if not torch.allclose(J_batched, J_loop, rtol=1e-5, atol=1e-5) or not same_heads:
         raise AssertionError(f"batched and looped Jacobians differ ({kind}, T={T})")
     ratios = [loop / batched for batched, loop in zip(results["batched"], results["loop"], strict=True)]
     return {
         "batched_ms": timing.summary(results["batched"], 1e3),
         "loop_ms": timing.summary(results["loop"], 1e3),
         "loop_over_batched": timing.summary(ratios),
-        "auto_picks": jac.choose_method(params, device),
+        "auto_picks": jac.choose_method(shared, device),
     }
 
 

@@ -6,11 +6,12 @@ Which one is a rule on the parameters and the device (`choose_method`), measured
 and `bench/libmtl_compare.py`:
 
 * on CPU, when the parameters include a convolution kernel (a parameter with 3 or more dimensions), the
-  loop: each backward through a conv layer is compute-bound, the batched pass does the same T x FLOPs plus
-  vmap's overhead and was 1.1-1.5x slower than the loop on the conv encoder;
+  loop: there the batching rules of convolution and max-pool backward materialise T-fold buffers, and the
+  batched pass (plus its extra backward for the heads) took 1.1-1.3x the loop's time on the conv encoder at
+  T = 2, 3, 10, and a full step 0.80-0.96x LibMTL's speed at T=3 against 1.03-1.12x with the loop;
 * everywhere else (fully connected layers on CPU, any model on a GPU), the batched pass: T backward passes
-  each pay the per-op overhead (Python dispatch, kernel launches) that one batched pass pays once (1.7-4x
-  faster on the MLP on CPU, 1.4-7.8x on an H200).
+  each pay the per-op overhead (Python dispatch, kernel launches) that one batched pass pays once (MLP on CPU:
+  1.1x at T=3, 2.3x at T=10, about even at T=2; 1.4-7.8x on an H200 with torch 2.11).
 
 The rule is a function of the model's parameters and device only, so a seeded run always takes the same
 path and gives the same bits (a one-off timing would not: the two paths differ in the last bits).
