@@ -86,7 +86,8 @@ def service_run(storage: Path, wandb: str, root: Path) -> dict[str, Any]:
                "--max-concurrent-trials", "1", "--storage-path", str(storage), "--name", "service"]
     if wandb != "offline":  # offline is the default without a W&B key: pass nothing, as a user would
         command += ["--wandb-mode", wandb]
-    result = measure(command, root, bench_env())
+    # The checkout's own package, in the driver and in Ray's workers (they inherit the driver's environment).
+    result = measure(command, root, {**bench_env(), "PYTHONPATH": str(root)})
     run = storage / "service"
     firsts = []
     for path in run.rglob("result.json"):

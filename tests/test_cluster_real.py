@@ -212,3 +212,16 @@ def test_missing_or_wrong_token_is_one_sentence(token_cluster, tmp_path, client_
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and cluster.address in lines[0], proc.stderr[-2000:]
     assert "InvalidAuthToken" not in proc.stdout + proc.stderr and not (tmp_path / "runs" / "run").exists()
+
+
+def test_local_search_with_rays_default_token_auth(tmp_path):
+    """No RAY_AUTH_MODE (a user's shell): the local Ray runs with Ray's default token authentication, made
+    explicit by launch.py: the search connects to it, and Ray's "Token authentication is enabled" line is gone."""
+    home = tmp_path / "home"  # no ~/.ray/auth_token yet: Ray makes one
+    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "search", "--strategies", "uniform",
+                           "--num-samples", "1", "--epochs", "1", "--storage-path", str(tmp_path / "runs"),
+                           "--name", "run", "--quiet", "--wandb-mode", "disabled"],
+                          cwd=ROOT, env=base_env(home), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (home / ".ray" / "auth_token").is_file()
+    assert "InvalidAuthToken" not in proc.stderr and "Token authentication is enabled" not in proc.stderr

@@ -177,10 +177,11 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    if target.address == "local":
+    if target.address == "local" and AUTH_MODE_ENV not in os.environ:
         # Ray's own default for a new local instance, said explicitly: token authentication on (its token in
-        # ~/.ray/auth_token, made if missing), without the line Ray prints when it picks the mode itself.
-        os.environ.setdefault(AUTH_MODE_ENV, "token")
+        # ~/.ray/auth_token, made if missing), without the line Ray prints when it picks the mode itself. The
+        # cached config must follow the environment, or this process would connect without the token.
+        use_token_auth()
     try:
         # The dashboard needs ray[default] and is opt-in (`ray start --head --include-dashboard true`).
         ray.init(address=target.address, include_dashboard=False, configure_logging=False, log_to_driver=False)
