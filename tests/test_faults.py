@@ -224,3 +224,62 @@ def test_user_error_inside_a_trial_is_not_retried_and_stops_the_search(tmp_path,
     with pytest.raises(UserError) as err:
         raise_trial_user_error(results)
     assert str(err.value) == message
+
+
+# -- moved and copied run folders ------------------------------------------------------------------------
+def snapshot_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def result_lines(run: Path) -> int:
+    return sum(len(r.read_text().splitlines()) for r in run.glob("**/result.json"))
+
+
+def test_copied_and_moved_runs_resume_in_place(tmp_path):
+    """A search killed mid-way; a copy of its folder is resumed (the original must not change: before, the
+    copy's Optuna trials and its new trials' checkpoints went into the original), then the original is moved
+    and resumed where it now is."""
+    import shutil
+
+    config = tmp_path / "space.yaml"
+    config.write_text(yaml.safe_dump({
+        **SLOW_TOY, "training": {**SLOW_TOY["training"], "epochs": 3}, "strategies": ["uniform"],
+        "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_concurrent_trials": 1},
+    }))
+    run = tmp_path / "original" / "run"
+    cmd = [sys.executable, "launch.py", "search", "--config", str(config), "--storage-path", str(run.parent),
+           "--name", "run", "--quiet", "--wandb-mode", "disabled"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(tmp_path))
+    deadline = time.monotonic() + 240
+    try:
+        while result_lines(run) < 4:  # the first trial done (3 epochs), the second one started
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the search never got going"
+            time.sleep(0.05)
+    finally:
+        kill_process_tree(proc)
+    assert str(tmp_path) not in (run / "run.json").read_text(), "no absolute path in run.json"
+
+    copy = tmp_path / "copy" / "run"
+    shutil.copytree(run, copy)
+    before = snapshot_bytes(run)
+    resumed = subprocess.run([sys.executable, "launch.py", "search", "--resume", str(copy), "--quiet"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=400, env=env(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    changed = sorted(k for k in set(before) | set(snapshot_bytes(run)) if before.get(k) != snapshot_bytes(run).get(k))
+    assert changed == [], "resuming the copy wrote into the original"
+
+    moved = tmp_path / "moved" / "run"
+    moved.parent.mkdir()
+    run.rename(moved)
+    again = subprocess.run([sys.executable, "launch.py", "search", "--resume", str(moved), "--quiet"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=400, env=env(tmp_path))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+
+    for folder in (copy, moved):
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["strategies"]["uniform"]["trials"] == 3
+        assert not summary["strategies"]["uniform"]["failed"] and not summary["strategies"]["uniform"]["unfinished"]
+        trials = optuna.load_study(study_name="uniform", storage=f"sqlite:///{folder / 'optuna.db'}").trials
+        assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3, "no trial lost or RUNNING"
+        assert len(list(folder.glob("*/uniform-*"))) == 3, "every trial folder inside this run folder"

@@ -115,6 +115,7 @@ def build_tuner(spec: SearchSpec, storage_path: str, objective: dict[str, Any], 
                 tracking: dict[str, Any], total_trials: int, tune_verbose: int):
     from ray import tune
 
+    from tune_mtl.search.relocation import relocatable
     from tune_mtl.search.schedulers import make_scheduler
 
     search = spec.search
@@ -127,11 +128,13 @@ def build_tuner(spec: SearchSpec, storage_path: str, objective: dict[str, Any], 
             # A multi-objective searcher carries its own metric list; Tune's own metric is single-valued.
             metric=SCORE if single else None,
             mode=objective["mode"] if single else None,
-            search_alg=searcher,
+            # Wrapped so that a resumed copy of the run creates its new trials in the copy (relocation.py);
+            # the wrapper applies the concurrency cap itself (Tune ignores it for a SearchGenerator).
+            search_alg=relocatable(searcher, search["max_concurrent_trials"] or None) if searcher else None,
             scheduler=make_scheduler(spec, SCORE, objective["mode"]),
             # PBT: num_samples repeats the grid over strategies; a searcher: every study's budget in all.
             num_samples=search["num_samples"] if pbt else total_trials,
-            max_concurrent_trials=search["max_concurrent_trials"] or None,
+            max_concurrent_trials=(search["max_concurrent_trials"] or None) if pbt else None,
             reuse_actors=True,
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
@@ -153,5 +156,9 @@ def build_tuner(spec: SearchSpec, storage_path: str, objective: dict[str, Any], 
 def restore_tuner(spec: SearchSpec, experiment_path: str, tracking: dict[str, Any]):
     from ray import tune
 
-    return tune.Tuner.restore(experiment_path, make_trainable(spec), resume_unfinished=True, resume_errored=True,
-                              param_space=param_space(spec, tracking, optuna=spec.search["scheduler"] != "pbt"))
+    from tune_mtl.search.relocation import relocate
+
+    tuner = tune.Tuner.restore(experiment_path, make_trainable(spec), resume_unfinished=True, resume_errored=True,
+                               param_space=param_space(spec, tracking, optuna=spec.search["scheduler"] != "pbt"))
+    relocate(tuner, experiment_path)  # the run folder may be a moved or copied one
+    return tuner

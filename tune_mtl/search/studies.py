@@ -13,11 +13,16 @@ from tune_mtl.core.errors import UserError
 from tune_mtl.storage.secrets import is_masked, mask_url
 
 _REAL_URLS: dict[str, str] = {}  # masked URL -> URL with its password, for this process only
+# The run folder's SQLite study this process opened last. A resumed run folder may have been moved or copied
+# since Tune pickled its searcher: the pickled URL then names the ORIGINAL folder's optuna.db.
+_OPENED_SQLITE: list[str] = []
 
 
 class MaskedRDBStorage(optuna.storages.RDBStorage):
     def __init__(self, url: str, **kwargs) -> None:
         _REAL_URLS[mask_url(url)] = url
+        if url.startswith("sqlite"):
+            _OPENED_SQLITE[:] = [url]
         super().__init__(url, **kwargs)
 
     def __getstate__(self):
@@ -27,6 +32,8 @@ class MaskedRDBStorage(optuna.storages.RDBStorage):
 
     def __setstate__(self, state) -> None:
         url = _REAL_URLS.get(state["url"], state["url"])
+        if url.startswith("sqlite") and _OPENED_SQLITE:
+            url = _OPENED_SQLITE[0]  # the study of the folder being resumed, never the one it was copied from
         if is_masked(url):
             raise UserError(f"the Optuna storage '{url}' needs its password: pass --optuna-storage again")
         super().__setstate__({**state, "url": url})
