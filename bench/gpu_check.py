@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import step_cost  # noqa: E402
 import test_models_x_strategies as tiny  # noqa: E402
 import timing  # noqa: E402
 import torch  # noqa: E402
@@ -119,6 +120,8 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--strategies", nargs="+", default=None, help="default: every registered strategy")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--jacobian", default="auto", choices=step_cost.jac.METHODS,
+                        help="force the per-task Jacobian method (default: the rule)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads > 0:
@@ -128,7 +131,8 @@ def main() -> int:
     for model in args.models:
         for name in names:
             try:
-                row = check(model, name, args.device, args.epochs, args.tiny)
+                with step_cost.forced_method(args.jacobian):
+                    row = check(model, name, args.device, args.epochs, args.tiny)
             except Exception as err:  # a crash is a finding: report it and go on with the matrix
                 row = {"model": model, "strategy": name, "ok": False, "error": f"{type(err).__name__}: {err}"}
             rows.append(row)
@@ -144,7 +148,7 @@ def main() -> int:
                 print(f"{model:>14} {name:>12}  {status}", flush=True)
     ok = all(r["ok"] for r in rows)
     report = {"environment": timing.environment(), "device": args.device, "tiny": args.tiny, "epochs": args.epochs,
-              "ok": ok, "rows": rows}
+              "jacobian": args.jacobian, "ok": ok, "rows": rows}
     path = timing.save(report, "gpu_check")
     if args.json:
         print(json.dumps(report, indent=2))
