@@ -345,6 +345,13 @@ class SearchProgress(Callback):
             self.output.stop()
 
 
+def tune_output_env(verbose: int) -> dict[str, str]:
+    """The environment that keeps Tune's own output off the terminal below -v (the module docstring says what
+    each variable silences). Tune reads it in the driver when the Tuner runs: a fresh or a restored one."""
+    tune_prints = "1" if verbose >= 2 else "0"
+    return {NEW_OUTPUT_ENV: tune_prints, TRIAL_ERRORS_ENV: tune_prints}
+
+
 def progress_callbacks(budget: dict[str, int], epochs: int, mode: str, verbose: int,
                        scheduler: str = "the scheduler") -> list[Any]:
     """Tune callbacks that print the search's progress (call it before `Tuner.fit`: it picks Tune's reporter).
@@ -353,9 +360,7 @@ def progress_callbacks(budget: dict[str, int], epochs: int, mode: str, verbose: 
     mode: 'min' or 'max' of the score; verbose: 0 quiet, 1 default, 2 Tune's own tables instead;
     scheduler: named in the lines of trials it stopped early ("ASHA", "HyperBand").
     """
-    tune_prints = "1" if verbose >= 2 else "0"
-    os.environ[NEW_OUTPUT_ENV] = tune_prints
-    os.environ[TRIAL_ERRORS_ENV] = tune_prints
+    os.environ.update(tune_output_env(verbose))
     if verbose >= 2:
         return []  # Tune's own reporter prints its tables
     output = default_output() if verbose == 1 else None
