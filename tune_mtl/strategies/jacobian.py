@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,7 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 Method = Literal["auto", "batched", "loop"]
+LossesOf = Callable[[Any], Tensor]  # a batch -> its per-sample losses [T, B] (`StepContext.compute_losses`)
 METHODS: tuple[str, ...] = ("auto", "batched", "loop")
 
 # What autograd's vmap (torch/_vmap_internals + the C++ batched fallback) says when it cannot batch an op:
@@ -205,23 +206,24 @@ class _LossesOf(nn.Module):
     """Holds `model` as a submodule so that `torch.func.functional_call` can substitute its parameters and
     buffers (by name, prefixed `model.`) while `compute_losses`, which calls `model` itself, runs."""
 
-    def __init__(self, model: nn.Module, compute_losses) -> None:
+    def __init__(self, model: nn.Module, compute_losses: LossesOf) -> None:
         super().__init__()
         self.model = model
         self._compute_losses = compute_losses
 
-    def forward(self, batch):
+    def forward(self, batch: Any) -> Tensor:
         return self._compute_losses(batch)
 
 
-def functional_losses(model: nn.Module, compute_losses, batch, overrides: dict[str, Tensor]) -> Tensor:
+def functional_losses(model: nn.Module, compute_losses: LossesOf, batch: Any, overrides: dict[str, Tensor]) -> Tensor:
     """`compute_losses(batch)` with the named parameters in `overrides` substituted and every buffer replaced
     by a copy. The model keeps its mode: in train mode batch norm still normalises with the batch statistics,
     but it updates the running statistics of the copies, which are dropped, so the trainer's own forward pass
     stays the only one that moves them."""
     state = {f"model.{name}": buf.clone() for name, buf in model.named_buffers()}
     state.update({f"model.{name}": value for name, value in overrides.items()})
-    return torch.func.functional_call(_LossesOf(model, compute_losses), state, (batch,))
+    losses: Tensor = torch.func.functional_call(_LossesOf(model, compute_losses), state, (batch,))
+    return losses
 
 
 def parameter_names(model: nn.Module, params: Sequence[nn.Parameter]) -> list[str]:
@@ -233,7 +235,7 @@ def parameter_names(model: nn.Module, params: Sequence[nn.Parameter]) -> list[st
     return [by_id[id(p)] for p in params]
 
 
-def _floating_leaves(tree) -> list[Tensor]:
+def _floating_leaves(tree: Any) -> list[Tensor]:
     if isinstance(tree, Tensor):
         return [tree] if tree.is_floating_point() else []
     if isinstance(tree, (tuple, list)):
@@ -243,7 +245,7 @@ def _floating_leaves(tree) -> list[Tensor]:
     return []
 
 
-def _replace_floating_leaves(tree, leaves: list[Tensor]):
+def _replace_floating_leaves(tree: Any, leaves: list[Tensor]) -> Any:
     """Inverse of `_floating_leaves`: the same structure with its floating tensors taken from `leaves` in order."""
     if isinstance(tree, Tensor):
         return leaves.pop(0) if tree.is_floating_point() else tree
@@ -256,8 +258,8 @@ def _replace_floating_leaves(tree, leaves: list[Tensor]):
 
 def per_sample_directional_derivatives(
     model: nn.Module,
-    compute_losses,
-    batch,
+    compute_losses: LossesOf,
+    batch: Any,
     params: Sequence[nn.Parameter],
     direction: Sequence[Tensor],
     at: Sequence[Tensor] | None = None,
@@ -279,6 +281,9 @@ def per_sample_directional_derivatives(
     """
     from torch.autograd import forward_ad as fwAD
 
+    make_dual: Callable[[Tensor, Tensor], Tensor] = fwAD.make_dual  # typed views of untyped torch functions
+    unpack_dual: Callable[[Tensor], tuple[Tensor, Tensor | None]] = fwAD.unpack_dual
+
     named = list(model.named_parameters())  # one walk over the modules (the walks add up on small models)
     by_id = {id(p): name for name, p in named}
     if any(id(p) not in by_id for p in params):
@@ -292,12 +297,12 @@ def per_sample_directional_derivatives(
         for name, p in named:
             i = chosen.get(id(p))
             if i is None:
-                overrides[name] = fwAD.make_dual(p.detach(), torch.zeros_like(p))
+                overrides[name] = make_dual(p.detach(), torch.zeros_like(p))
             else:
-                overrides[name] = fwAD.make_dual(values[i], direction[i].detach().to(values[i].dtype))
-        data = [fwAD.make_dual(t.detach(), torch.zeros_like(t)) for t in _floating_leaves(batch)]
+                overrides[name] = make_dual(values[i], direction[i].detach().to(values[i].dtype))
+        data = [make_dual(t.detach(), torch.zeros_like(t)) for t in _floating_leaves(batch)]
         out = functional_losses(model, compute_losses, _replace_floating_leaves(batch, data), overrides)
-        losses, derivatives = fwAD.unpack_dual(out)
+        losses, derivatives = unpack_dual(out)
         if derivatives is None:  # the losses do not depend on `params`
             derivatives = torch.zeros_like(losses)
         return derivatives.clone(), losses.clone()
