@@ -169,3 +169,25 @@ def test_password_storage_needs_the_url_again(tmp_path):
     with pytest.raises(UserError, match="is not this run's storage"):
         optuna_url(run, "postgresql://me:secret@other.example/optuna")
     assert optuna_url(run, "postgresql://me:secret@db.example/optuna") == "postgresql://me:secret@db.example/optuna"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_servers_stop_when_launch_py_is_killed(tmp_path):
+    """SIGKILL leaves launch.py no chance to stop its servers; the kernel stops them instead."""
+    import os
+
+    parent = subprocess.Popen([sys.executable, "-c", """if True:
+        import subprocess, sys, time
+        from tune_mtl.reporting.dashboard import Server
+        server = Server("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"], 0, subprocess.DEVNULL)
+        server.start()
+        print(server.process.pid, flush=True)
+        time.sleep(600)
+    """], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # it runs
+    parent.kill()
+    parent.wait()
+    gone = eventually(lambda: not Path(f"/proc/{child}").exists()
+                      or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2], timeout_s=10)
+    assert gone, f"server {child} outlived launch.py"

@@ -13,8 +13,18 @@ import pytest
 
 from tune_mtl.core.keys import DIVERGED, FAILURE_REASON, SCORE, SCORE_EPOCH, TRIAL_NAME
 from tune_mtl.search.progress import (
-    LiveOutput, PlainOutput, QuietTuneLogs, SearchProgress, TrialView, eta_seconds, experiment_of, format_params,
-    progress_callbacks, status_line, trial_line, view_of,
+    LiveOutput,
+    PlainOutput,
+    QuietTuneLogs,
+    SearchProgress,
+    TrialView,
+    eta_seconds,
+    experiment_of,
+    format_params,
+    progress_callbacks,
+    status_line,
+    trial_line,
+    view_of,
 )
 
 
@@ -164,7 +174,10 @@ def test_quiet_and_verbose(monkeypatch):
 
 def test_tune_log_filter():
     keep = QuietTuneLogs().filter
-    record = lambda level, msg: logging.LogRecord("ray.tune.tune", level, "tune.py", 1, msg, None, None)
+
+    def record(level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.tune.tune", level, "tune.py", 1, msg, None, None)
+
     assert not keep(record(logging.INFO, "Wrote the latest version of all result files"))
     assert not keep(record(logging.ERROR, "Trials did not complete: %s"))
     assert keep(record(logging.WARNING, "Experiment has been interrupted, but the most recent state was saved."))

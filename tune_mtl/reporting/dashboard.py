@@ -37,7 +37,7 @@ class Server:
     command: list[str]
     port: int
     log: IO[bytes] = field(repr=False)
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -50,10 +50,14 @@ class Server:
                                         stdin=subprocess.DEVNULL, start_new_session=True,
                                         preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
 
+    def exit_code(self) -> int | None:
+        """None while it runs (and before it starts)."""
+        return None if self.process is None else self.process.poll()
+
     def answers(self) -> bool:
         try:
             with urllib.request.urlopen(self.url, timeout=2) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
@@ -79,7 +83,7 @@ def free_port() -> int:
     """A port nothing listens on now (the OS picks it; the server binds it a moment later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 def script(name: str) -> str:
@@ -131,8 +135,8 @@ def wait_until_up(servers: list[Server], log_path: str, timeout_s: float = START
     waiting = list(servers)
     while waiting:
         for server in list(waiting):
-            if server.process.poll() is not None:
-                raise UserError(f"{server.name} stopped at start (exit code {server.process.returncode}); "
+            if server.exit_code() is not None:
+                raise UserError(f"{server.name} stopped at start (exit code {server.exit_code()}); "
                                 f"its log: {log_path}")
             if server.answers():
                 waiting.remove(server)
@@ -142,7 +146,7 @@ def wait_until_up(servers: list[Server], log_path: str, timeout_s: float = START
         time.sleep(0.3)
 
 
-def _interrupt(signum, frame) -> None:
+def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # `kill` stops the servers as Ctrl-C does (they run in sessions of their own)
 
 
@@ -165,10 +169,10 @@ def serve(run_dir: str, storage: str | None = None) -> int:
         for server in servers:
             print(f"{server.name + ':':18} {server.url}", flush=True)
         print(f"run: {run.path}   (Ctrl-C stops both)", flush=True)
-        while all(server.process.poll() is None for server in servers):
+        while all(server.exit_code() is None for server in servers):
             time.sleep(0.5)
-        stopped = next(s for s in servers if s.process.poll() is not None)
-        raise UserError(f"{stopped.name} stopped (exit code {stopped.process.returncode}); its log: {log.name}")
+        stopped = next(s for s in servers if s.exit_code() is not None)
+        raise UserError(f"{stopped.name} stopped (exit code {stopped.exit_code()}); its log: {log.name}")
     except KeyboardInterrupt:
         print("\nstopping the dashboards", flush=True)
         clean = True

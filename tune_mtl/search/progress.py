@@ -28,10 +28,17 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ray.tune import Callback
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
 
 from tune_mtl.core.keys import DIVERGED, FAILURE_REASON, SCORE, SCORE_EPOCH, TRACKING, TRIAL_NAME
 
@@ -71,7 +78,7 @@ def experiment_of(name: str, budget: dict[str, int]) -> str:
     return next(iter(budget))
 
 
-def view_of(trial, budget: dict[str, int]) -> TrialView:
+def view_of(trial: Trial, budget: dict[str, int]) -> TrialView:
     """A Tune `Trial` as the terminal shows it."""
     config, result = trial.config or {}, trial.last_result or {}
     name = config.get(TRIAL_NAME) or str(trial)
@@ -91,7 +98,7 @@ def view_of(trial, budget: dict[str, int]) -> TrialView:
     )
 
 
-def last_error_line(trial) -> str:
+def last_error_line(trial: Trial) -> str:
     """The last line of the trial's error text (Ray wraps the exception; its last line names the cause) and
     where the whole traceback is (Tune's own traceback print is off below -v)."""
     text = ""
@@ -100,7 +107,7 @@ def last_error_line(trial) -> str:
             with open(trial.error_file, errors="replace") as file:
                 text = file.read()
         else:
-            text = trial.get_error() or ""
+            text = str(trial.get_error() or "")
     except Exception:  # storage gone or unreadable: the status still says the trial failed
         pass
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -128,7 +135,7 @@ def format_params(params: dict[str, Any]) -> str:
     """`optimizer/lr` -> `lr=0.0123`; the section is dropped unless two sections share a key."""
     short = [key.rsplit("/", 1)[-1] for key in params]
     return " ".join(f"{s if short.count(s) == 1 else key}={format_value(v)}"
-                    for s, (key, v) in zip(short, params.items()))
+                    for s, (key, v) in zip(short, params.items(), strict=True))
 
 
 def format_score(score: float | None) -> str:
@@ -150,7 +157,8 @@ def best_trial(views: list[TrialView], mode: str) -> TrialView | None:
     scored = [v for v in views if v.score is not None]
     if not scored:
         return None
-    return (min if mode == "min" else max)(scored, key=lambda v: v.score)
+    pick = min if mode == "min" else max
+    return pick(scored, key=lambda v: v.score if v.score is not None else math.nan)
 
 
 def eta_seconds(views: list[TrialView], budget: dict[str, int], epochs: int, elapsed: float) -> float | None:
@@ -193,7 +201,7 @@ class PlainOutput:
         self.stream, self.every_s, self.last_status = stream, every_s, -math.inf
         self.status_is_last = False  # the last line printed is a status line: the final one would repeat it
 
-    def start(self, status) -> None:
+    def start(self, status: Callable[[], str]) -> None:
         self.status = status
 
     def print(self, text: str) -> None:
@@ -218,18 +226,18 @@ class PlainOutput:
 class LiveOutput:
     """A terminal: trial lines scroll above one live whole-search line that rich redraws twice a second."""
 
-    def __init__(self, console=None) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         from rich.console import Console
 
         self.console = console or Console()
-        self.live = None
+        self.live: Live | None = None
 
-    def start(self, status) -> None:
+    def start(self, status: Callable[[], str]) -> None:
         from rich.live import Live
         from rich.text import Text
 
         class StatusLine:  # re-rendered on each refresh, so that elapsed time and ETA move between events
-            def __rich__(self):
+            def __rich__(self) -> Text:
                 return Text(status(), no_wrap=True, overflow="ellipsis", style="bold")
 
         self.status = status
@@ -280,7 +288,7 @@ class SearchProgress(Callback):
                  output: PlainOutput | LiveOutput | None = None) -> None:
         self.budget, self.epochs, self.mode, self.scheduler = dict(budget), epochs, mode, scheduler
         self.output = output
-        self.trials: list = []
+        self.trials: list[Trial] = []
         # Tune calls on_trial_complete/on_trial_error before it changes the trial's status: keep the outcome.
         self.ended: dict[str, str] = {}  # trial_id -> TERMINATED | ERROR
         self.errors: dict[str, str] = {}  # trial_id -> last error line (read once, when it fails)
@@ -292,17 +300,16 @@ class SearchProgress(Callback):
         return {**self.__dict__, "output": None if self.output is None else "default", "trials": []}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.output == "default":
-            self.output = default_output()
+        made_again = state.get("output") == "default"
+        self.__dict__.update({**state, "output": default_output() if made_again else None})
 
-    def setup(self, **info) -> None:
+    def setup(self, **info: Any) -> None:  # type: ignore[override]  # Tune passes keywords only
         self.started = time.time()
         quiet_tune_logs()
         if self.output is not None:
             self.output.start(self.status)
 
-    def view(self, trial) -> TrialView:
+    def view(self, trial: Trial) -> TrialView:
         view = view_of(trial, self.budget)
         view.status = self.ended.get(trial.trial_id, view.status)
         view.error = self.errors.get(trial.trial_id)
@@ -312,34 +319,35 @@ class SearchProgress(Callback):
         views = [self.view(trial) for trial in self.trials]
         return status_line(views, self.budget, self.epochs, self.mode, time.time() - self.started)
 
-    def finished(self, trials, trial, status: str) -> None:
+    def finished(self, trials: list[Trial], trial: Trial, status: str) -> None:
         self.trials, self.ended[trial.trial_id] = trials, status
         if self.output is not None:
             self.output.line(trial_line(self.view(trial), self.epochs, self.scheduler))
             self.output.tick(force=isinstance(self.output, PlainOutput))
 
-    def on_step_end(self, iteration: int, trials, **info) -> None:
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self.trials = trials
         if self.output is not None:
             self.output.tick()
 
-    def on_trial_result(self, iteration: int, trials, trial, result: dict, **info) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
+                        **info: Any) -> None:
         self.trials = trials
 
-    def on_trial_complete(self, iteration: int, trials, trial, **info) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.finished(trials, trial, "TERMINATED")
 
-    def on_trial_error(self, iteration: int, trials, trial, **info) -> None:
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.errors[trial.trial_id] = last_error_line(trial)
         self.finished(trials, trial, "ERROR")
 
-    def on_trial_recover(self, iteration: int, trials, trial, **info) -> None:
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.trials = trials
         if self.output is not None:
             self.output.line(f"{self.view(trial).name}  failed, retried from its last checkpoint "
                              f"(failure {trial.num_failures}): {last_error_line(trial)}")
 
-    def on_experiment_end(self, trials, **info) -> None:
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self.trials = trials
         if self.output is not None:
             self.output.stop()
