@@ -163,6 +163,7 @@ def main() -> None:
     report["environment"]["load_average_after"] = list(__import__("os").getloadavg())
     path = timing.save(report, "libmtl_compare")
     if args.markdown:
+        print(timing.describe(report["environment"]), f"LibMTL {report['libmtl']}\n")
         print("| model / T / strategy | project CPU ms | LibMTL CPU ms | LibMTL / project (CPU) | "
               "LibMTL / project (wall) |")
         print("| --- | --- | --- | --- | --- |")

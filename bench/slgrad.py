@@ -214,6 +214,7 @@ def main() -> None:
     report["environment"]["load_average_after"] = list(__import__("os").getloadavg())
     path = timing.save(report, "slgrad")
     if args.markdown:
+        print(timing.describe(report["environment"]))
         print(f"Clock: {clock} time (ms), median [q1-q3]; ratios per round.\n")
         print("| B | T | uniform | slgrad | func_vmap | reference | reference / slgrad | func_vmap / slgrad "
               "| slgrad / uniform | reference / slgrad (wall) | max abs dw (ref, func) |")

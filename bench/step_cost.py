@@ -202,6 +202,7 @@ def print_text(key: str, entry: dict) -> None:
 
 def print_markdown(report: dict) -> None:
     keys = list(report["results"])
+    print(timing.describe(report["environment"]))
     print(f"Clock: {report['results'][keys[0]]['clock']} time; median [q1-q3] over {report['repeats']} rounds.\n")
     print("| setting | uniform step (ms) | Jacobian batched (ms) | loop (ms) | loop / batched | auto picks |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -72,3 +72,10 @@ class Stopwatch:
     def __exit__(self, *exc) -> None:
         self._sync()
         self.wall, self.cpu = time.perf_counter() - self._wall, time.thread_time() - self._cpu
+
+
+def describe(env: dict[str, Any]) -> str:
+    """One line naming what a printed table was measured with."""
+    load = "/".join(f"{x:.1f}" for x in env["load_average_1_5_15"])
+    device = env["cuda_device"] or f"{env['cpu_count']} CPUs"
+    return f"torch {env['torch']}, {env['threads']} thread(s), {device}, load average {load} ({env['time_utc']})"
