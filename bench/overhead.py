@@ -6,8 +6,9 @@ The same search (search_spaces/toy.yaml, one strategy, 12 trials x 8 epochs, FIF
 - plain: a subprocess that drives the same searcher (same TPE sampler, same seeds, same SQLite storage) in-process
   with a plain loop: ask -> Trainer -> tell. No Ray, no Tune, no W&B.
 
-Per run: wall time (spawn to exit), time to first trial (spawn to the first trial's first epoch start: Tune's
-result timestamps are whole seconds, so +-1 s), peak RSS of the whole process tree (driver, Ray's daemons and
+Per run: wall time (spawn to exit), time to first trial (spawn to the first trial's start by its own clock,
+`started_at` in its results, taken before its Trainer is built; a version without it: Tune's whole-second
+timestamp of epoch 1 less the epoch's time, +-1 s), peak RSS of the whole process tree (driver, Ray's daemons and
 workers, wandb-core; RSS counts shared library pages once per process), and lines printed. Both runs' Optuna
 values are compared: the same configurations must give the same results, or the comparison means nothing.
 
@@ -92,8 +93,9 @@ def service_run(storage: Path, wandb: str, root: Path) -> dict[str, Any]:
     firsts = []
     for path in run.rglob("result.json"):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if rows:
-            firsts.append(rows[0]["timestamp"] - rows[0]["time_this_iter_s"])
+        if rows:  # the trial's own start clock; older versions: Tune's whole-second timestamp of epoch 1
+            first = rows[0]
+            firsts.append(first.get("started_at", first["timestamp"] - first["time_this_iter_s"]))
     result["first_trial_s"] = min(firsts) - result["start"]
     # The plan line comes right after Ray is up (cluster.connect): what start-up costs before Tune starts.
     result["ray_ready_s"] = next((t for t, line in result["output"] if line.startswith("search:")), None)
@@ -147,8 +149,8 @@ def plain_worker(folder: Path) -> None:
     for n in range(TRIALS):
         # What Tune hands the trial: the param space's fixed values with the searcher's suggestion merged in.
         config, _, _ = split_config(merged(fixed_space(spec), searcher.suggest(f"plain_{n}")))
+        started, best = time.time(), None  # as the trainable's started_at: before the Trainer is built
         trainer = Trainer(config, device=torch.device("cpu"))
-        started, best = time.time(), None
         while trainer.epoch < EPOCHS:
             value = trainer.run_epoch()[OBJECTIVE]
             if best is None or sign * value < sign * best[0]:
