@@ -18,6 +18,7 @@ import torch
 from scipy.optimize import LinearConstraint, least_squares, minimize
 
 from tune_mtl import strategies
+from tune_mtl.core.errors import UserError
 from tune_mtl.models.hps import HPSModel
 from tune_mtl.models.mlp import build_mlp_hps
 from tune_mtl.strategies.base import StepContext
@@ -396,6 +397,32 @@ def test_imtl_runs_on_float64_losses_in_every_mode(mode):
     s.setup(model, CPU)
     s.backward(context(model, batch))
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name,mode", [("imtl-g", "gradient"), ("imtl-l", "loss"), ("imtl", "hybrid")])
+def test_imtl_variants_are_their_modes_over_steps(name, mode):
+    """Two steps with learned scales moved in between (they start at 0, where every mode looks alike)."""
+    model, batch, other = model_and_batches(seed=6, task_layers=1)
+    s = strategies.build(name, T)
+    assert s.mode == mode and (s.parameters() == []) == (mode == "gradient")
+    with pytest.raises(UserError):
+        strategies.build(name, T, {"no_such_knob": 1})
+    s.setup(model, CPU)
+    for p in s.parameters():
+        with torch.no_grad():
+            p.copy_(torch.tensor([0.5, -0.7, 0.2]))
+    ctx = context(model, other)
+    scales = torch.ones(T, dtype=torch.float64) if mode == "gradient" else s.log_scales.detach().double().exp()
+    J = per_task_grads(scales * ctx.task_losses, ctx.shared_params).numpy()
+    expected = J.sum(0) if mode == "loss" else imtl_g_reference(J) @ J
+    s.backward(ctx)
+    assert np.allclose(flat_grad(ctx.shared_params).numpy(), expected, rtol=1e-6, atol=1e-10)
+
+
+def test_cagrad_on_a_zero_jacobian_is_a_zero_update():
+    for rescale in (0, 1, 2):
+        d = strategies.build("cagrad", T, {"rescale": rescale}).aggregate(torch.zeros(T, 6, dtype=torch.float64))
+        assert torch.equal(d, torch.zeros(6, dtype=torch.float64))
 
 
 # -- GCosim --------------------------------------------------------------------------------------------------
