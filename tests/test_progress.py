@@ -185,15 +185,13 @@ def test_tune_log_filter():
 
 
 # -- a tiny real Tuner -----------------------------------------------------------------------------------
-@pytest.mark.ray
-def test_real_tuner_lines(ray_session, tmp_path, capsys):
-    """Trials run one at a time, so ASHA (grace 1, factor 2) deterministically stops `a-2` at its first rung:
-    its 0.9 is worse than the 0.1 of `a-1`, the only value recorded there."""
+def run_tiny_tuner(storage: str, verbose: int) -> None:
+    """Four trials, one at a time, so that ASHA (grace 1, factor 2) deterministically stops `a-2` at its first
+    rung (its 0.9 is worse than the 0.1 of `a-1`, the only value recorded there); `a-3` diverges, `a-4` raises."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     kinds = [("a-1", "ok", 0.1), ("a-2", "ok", 0.9), ("a-3", "diverge", 0.2), ("a-4", "error", 0.3)]
-    space = {"case": tune.grid_search(kinds)}
 
     def trainable(config):  # defined here: Ray's workers cannot import this test module
         from ray import tune as worker_tune
@@ -207,17 +205,22 @@ def test_real_tuner_lines(ray_session, tmp_path, capsys):
                 return
             worker_tune.report({SCORE: x, SCORE_EPOCH: 1, "val/objective": x})
 
-    tuner = tune.Tuner(
+    tune.Tuner(
         trainable,
-        param_space={**space, TRIAL_NAME: tune.sample_from(lambda spec: spec.config["case"][0])},
+        param_space={"case": tune.grid_search(kinds),
+                     TRIAL_NAME: tune.sample_from(lambda spec: spec.config["case"][0])},
         tune_config=tune.TuneConfig(metric=SCORE, mode="min", max_concurrent_trials=1,
                                     scheduler=ASHAScheduler(time_attr="training_iteration", max_t=4,
                                                             grace_period=1, reduction_factor=2)),
-        run_config=tune.RunConfig(name="tiny", storage_path=str(tmp_path), verbose=0,
-                                  callbacks=progress_callbacks({"a": 4}, 4, "min", 1, "ASHA"),
+        run_config=tune.RunConfig(name="tiny", storage_path=storage, verbose=0,  # as the engine runs Tune below -v
+                                  callbacks=progress_callbacks({"a": 4}, 4, "min", verbose, "ASHA"),
                                   failure_config=tune.FailureConfig(max_failures=0)),
-    )
-    tuner.fit()
+    ).fit()
+
+
+@pytest.mark.ray
+def test_real_tuner_lines(ray_session, tmp_path, capsys):
+    run_tiny_tuner(str(tmp_path), verbose=1)
     out, err = capsys.readouterr()
     lines = [line for line in out.splitlines() if line.startswith("a-")]
     assert [line.split("  ")[0] for line in lines] == ["a-1", "a-2", "a-3", "a-4"]
@@ -232,3 +235,11 @@ def test_real_tuner_lines(ray_session, tmp_path, capsys):
     # Tune's start-up box and its TensorBoard hint (pointing into Ray's temporary folder) are gone.
     assert "tensorboard --logdir" not in out and "Configuration for experiment" not in out
     assert "Trials did not complete" not in out + err
+
+
+@pytest.mark.ray
+def test_real_tuner_quiet(ray_session, tmp_path, capsys):
+    """-q: the same four trials (one of them failing) print nothing at all; the CLI prints the final table."""
+    run_tiny_tuner(str(tmp_path), verbose=0)
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err and "Trials did not complete" not in err, (out, err)
