@@ -12,6 +12,7 @@ the process (and no trial: Ray's workers get their environment from the raylet, 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -65,6 +66,25 @@ def driver_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class _NoTunerRestoreHint(logging.Filter):
+    """Tune's "Resume experiment with: Tuner.restore(path=...)" after a Ctrl-C names an API, not a command; the
+    engine prints `launch.py search --resume RUN_DIR` instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
+@contextmanager
+def without_tune_restore_hint() -> Iterator[None]:
+    hint = _NoTunerRestoreHint()
+    logger = logging.getLogger("ray.tune.tune")
+    logger.addFilter(hint)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hint)
 
 
 def tune_env(pending: int) -> dict[str, str]:
