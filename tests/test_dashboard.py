@@ -191,3 +191,19 @@ def test_servers_stop_when_launch_py_is_killed(tmp_path):
     gone = eventually(lambda: not Path(f"/proc/{child}").exists()
                       or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2], timeout_s=10)
     assert gone, f"server {child} outlived launch.py"
+
+
+def test_what_starts_for_pbt_and_for_trials_on_s3(tmp_path):
+    from tune_mtl.reporting.dashboard import optuna_url, plan
+    from tune_mtl.storage.run_folder import new_run
+
+    pbt = new_run(str(tmp_path), "pbt")  # PBT: no Optuna study
+    servers, notes = plan(pbt, optuna_url(pbt, None), subprocess.DEVNULL)
+    assert [s.name for s in servers] == ["TensorBoard"] and "no Optuna study" in notes[0]
+    assert servers[0].command[1:3] == ["--logdir", pbt.tune_storage] and "127.0.0.1" in servers[0].command
+
+    on_s3 = new_run(str(tmp_path), "s3")
+    on_s3.tune_storage, on_s3.studies = "s3://bucket/runs/s3", {"uniform": "uniform"}
+    servers, notes = plan(on_s3, optuna_url(on_s3, None), subprocess.DEVNULL)
+    assert [s.name for s in servers] == ["Optuna dashboard"] and "local folders only" in notes[0]
+    assert servers[0].command[1] == f"sqlite:///{on_s3.path / 'optuna.db'}"
