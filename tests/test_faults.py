@@ -283,3 +283,105 @@ def test_copied_and_moved_runs_resume_in_place(tmp_path):
         trials = optuna.load_study(study_name="uniform", storage=f"sqlite:///{folder / 'optuna.db'}").trials
         assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3, "no trial lost or RUNNING"
         assert len(list(folder.glob("*/uniform-*"))) == 3, "every trial folder inside this run folder"
+
+
+# -- a full disk ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 20 MB tmpfs (root can mount here); skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (1 << 16))
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_full_disk_is_one_sentence_and_resume_keeps_every_finished_trial(tmp_path, small_disk):
+    config = tmp_path / "space.yaml"
+    config.write_text(yaml.safe_dump({
+        **SLOW_TOY, "training": {**SLOW_TOY["training"], "epochs": 3}, "strategies": ["uniform"],
+        "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_concurrent_trials": 1},
+    }))
+    run = small_disk / "run"
+    cmd = [sys.executable, "launch.py", "search", "--config", str(config), "--storage-path", str(small_disk),
+           "--name", "run", "--quiet", "--wandb-mode", "disabled"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env(tmp_path))
+    try:
+        deadline = time.monotonic() + 240
+        while result_lines(run) < 4:  # the first trial finished, the second one running
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the search never got going"
+            time.sleep(0.05)
+        finished = {d.name: history(d) for d in run.glob("*/uniform-*") if len(history(d)) == 3}
+        filler = fill(small_disk)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            kill_process_tree(proc)
+    assert finished, "a trial had finished before the disk filled"
+    assert proc.returncode == 2, out[-2000:] + err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("launch.py: error: the disk filled up during the search (No space left on device)"), last
+    assert f"launch.py search --resume {run}" in last
+
+    filler.unlink()  # space returns
+    resumed = subprocess.run([sys.executable, "launch.py", "search", "--resume", str(run), "--quiet"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=400, env=env(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    for name, rows in finished.items():
+        assert history(next(run.glob(f"*/{name}"))) == rows, "a result recorded before the disk filled changed"
+    summary = json.loads((run / "summary.json").read_text())["strategies"]["uniform"]
+    assert summary["trials"] == 3 and not summary["failed"] and not summary["unfinished"]
+    best_before = min(min(r["val/objective"] for r in rows) for rows in finished.values())
+    assert summary["best"]["val"] <= best_before, "the best of the finished trials is kept"
+    trials = optuna.load_study(study_name="uniform", storage=f"sqlite:///{run / 'optuna.db'}").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+
+
+@pytest.mark.parametrize("error,expected", [
+    (OSError(28, "Error writing bytes to file"), ("disk", "No space left on device")),
+    (RuntimeError("Traceback (most recent call last):\nOSError: [Errno 28] No space left on device"),
+     ("disk", "No space left on device")),
+    (__import__("sqlite3").OperationalError("database or disk is full"), ("disk", "database or disk is full")),
+    (ValueError("x"), None),
+    (OSError(2, "No such file or directory"), None),
+])
+def test_storage_failure_is_found_in_the_exception_chain(error, expected):
+    from tune_mtl.storage.failures import storage_failure
+
+    try:
+        try:
+            raise error
+        except Exception as inner:
+            raise RuntimeError("An exception is raised during the commit ... exceeding max length") from inner
+    except RuntimeError as outer:
+        assert storage_failure(outer) == expected
+
+
+def test_lost_database_names_the_masked_url_and_how_to_resume():
+    from tune_mtl.storage.failures import failure_sentence
+
+    class OperationalError(Exception):  # the name SQLAlchemy and the DB-API drivers use
+        pass
+
+    sentence = failure_sentence(OperationalError("connection failed: Connection refused"), "/r/run",
+                                "postgresql://u:***@h/db")
+    assert sentence == ("the Optuna storage 'postgresql://u:***@h/db' stopped answering during the search "
+                        "(Connection refused); trials it recorded are kept: bring the database back, then continue "
+                        "with `launch.py search --resume /r/run`")

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Iterator
 
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-DISK_FULL_TEXT = ("database or disk is full", "no space left on device", "disk quota exceeded")
+# How a full disk reads inside error text that crossed a process boundary (a worker's error as a string).
+DISK_FULL_TEXT = {"no space left on device": "No space left on device", "disk quota exceeded": "Disk quota exceeded",
+                  "database or disk is full": "database or disk is full"}
 
 
 def causes(err: BaseException) -> Iterator[BaseException]:
@@ -30,17 +33,24 @@ def causes(err: BaseException) -> Iterator[BaseException]:
 
 
 def reason(err: BaseException) -> str:
-    """The last clause of the first line: 'Connection refused', 'database or disk is full'."""
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    """'No space left on device', 'Connection refused', 'database or disk is full': the OS's words for an
+    errno, else the last clause of the first line that is not a traceback header."""
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno)
+    lines = [line for line in str(err).strip().splitlines() if line.strip() and not line.startswith("Traceback")]
+    first = lines[0] if lines else type(err).__name__
     return first.rsplit(": ", 1)[-1].strip() or type(err).__name__
 
 
 def storage_failure(err: BaseException) -> tuple[str, str] | None:
     """('disk', why) for a full disk, ('database', why) for a lost or failing database, None otherwise."""
     for cause in causes(err):
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
+            return "disk", os.strerror(cause.errno)
         text = str(cause).lower()
-        if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS or any(t in text for t in DISK_FULL_TEXT):
-            return "disk", reason(cause)
+        for phrase, words in DISK_FULL_TEXT.items():
+            if phrase in text:
+                return "disk", words
     for cause in causes(err):
         if type(cause).__name__ in ("OperationalError", "InterfaceError", "DisconnectionError"):
             return "database", reason(cause)
@@ -67,11 +77,15 @@ class QuietStorageFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return error is None or storage_failure(error) is None
+        if error is not None and storage_failure(error) is not None:
+            return False
+        message = str(record.msg).lower()  # Ray's syncer puts the traceback into the message text
+        return not any(text in message for text in DISK_FULL_TEXT)
 
 
-# Where Tune logs (with a traceback) the errors a searcher raises while it stops a trial.
-TUNE_LOGGERS = ("ray.tune.execution.tune_controller",)
+# Where Ray logs (with a traceback) the errors a searcher raises while it stops a trial, and failed uploads of
+# results and checkpoints to the storage path.
+TUNE_LOGGERS = ("ray.tune.execution.tune_controller", "ray.train._internal.syncer")
 
 
 def quiet_tune_storage_failures() -> None:
