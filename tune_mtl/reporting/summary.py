@@ -13,7 +13,10 @@ not from the driver's memory, so `launch.py report RUN_DIR` gives the same summa
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -24,7 +27,31 @@ from tune_mtl.core.keys import (AT_SCORE, DIVERGED, FAILURE_REASON, OBJECTIVE, S
                                  TEST_OBJECTIVE, TRIAL_NAME)
 
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+# Ray's warning for trials that have no result yet (e.g. a stopped search's trials that never started): the
+# summary lists them as unfinished, so the warning only alarms.
+UNSTARTED_TRIALS_LINE = "Failed to fetch metrics for"
 PARETO_AT = "last epoch (the values each trial reported last: what the multi-objective study was told)"
+
+
+class _Without(logging.Filter):
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.needle not in record.getMessage()
+
+
+@contextmanager
+def hide_log_lines(logger_name: str, needle: str) -> Iterator[None]:
+    """Drop one logger's records that contain `needle`, for the duration of the block."""
+    hidden = _Without(needle)
+    logger = logging.getLogger(logger_name)
+    logger.addFilter(hidden)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hidden)
 
 
 def _finite(value: Any) -> bool:
@@ -72,7 +99,8 @@ def load_trials(experiment_path: str) -> list[dict[str, Any]]:
 
     if not Tuner.can_restore(experiment_path):
         return []
-    analysis = ExperimentAnalysis(experiment_path)
+    with hide_log_lines("ray.tune.analysis.experiment_analysis", UNSTARTED_TRIALS_LINE):
+        analysis = ExperimentAnalysis(experiment_path)
     frames = analysis.trial_dataframes
     rows = []
     for trial in analysis.trials:

@@ -197,7 +197,7 @@ def execute(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna_url: s
         tuner = exp.build_tuner(spec, run.tune_storage, run.objective, make_searcher(spec, run, storage, width),
                                 callbacks, tracking, total,
                                 tune_verbose=0 if options.verbose < 2 else min(options.verbose - 1, 3))
-    with exp.driver_env(exp.tune_env(pending=width)), exp.without_tune_restore_hint():
+    with exp.driver_env(exp.tune_env(pending=width)), exp.quiet_tune():
         results = tuner.fit()
     raise_trial_user_error(results)  # a configuration error inside a trial: exit 2 with its sentence
     summary = summarise_run(run, experiments(spec))

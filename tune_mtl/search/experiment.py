@@ -12,7 +12,6 @@ the process (and no trial: Ray's workers get their environment from the raylet, 
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Iterator
@@ -68,23 +67,16 @@ def driver_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-class _NoTunerRestoreHint(logging.Filter):
-    """Tune's "Resume experiment with: Tuner.restore(path=...)" after a Ctrl-C names an API, not a command; the
-    engine prints `launch.py search --resume RUN_DIR` instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore(" not in record.getMessage()
-
-
 @contextmanager
-def without_tune_restore_hint() -> Iterator[None]:
-    hint = _NoTunerRestoreHint()
-    logger = logging.getLogger("ray.tune.tune")
-    logger.addFilter(hint)
-    try:
+def quiet_tune() -> Iterator[None]:
+    """For a search's `fit`: Tune's "Resume experiment with: Tuner.restore(path=...)" after a Ctrl-C names an
+    API, not a command (the engine prints `launch.py search --resume RUN_DIR`), and its "Failed to fetch
+    metrics" lists trials that never started (the summary lists them as unfinished)."""
+    from tune_mtl.reporting.summary import UNSTARTED_TRIALS_LINE, hide_log_lines
+
+    with hide_log_lines("ray.tune.tune", "Tuner.restore("), \
+            hide_log_lines("ray.tune.analysis.experiment_analysis", UNSTARTED_TRIALS_LINE):
         yield
-    finally:
-        logger.removeFilter(hint)
 
 
 def tune_env(pending: int) -> dict[str, str]:
