@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from tune_mtl import data
-from tune_mtl.data.toy import NOISE_CONSTANT
 from tune_mtl.core.errors import UserError
+from tune_mtl.data.toy import NOISE_CONSTANT
 from tune_mtl.training.trainer import Trainer
 
 

@@ -98,7 +98,8 @@ def final_seeds(summary: dict[str, Any], folder: Path) -> Path | None:
     labels = []
     for n in order:
         failures = ", ".join(f"{count} {kind}" for kind, count in rows[n]["final_failures"].items() if count)
-        labels.append(f"{n}\n{rows[n]['objective']['n']}/{rows[n]['seeds']} seeds" + (f"\n{failures}" if failures else ""))
+        seeds = f"{n}\n{rows[n]['objective']['n']}/{rows[n]['seeds']} seeds"
+        labels.append(seeds + (f"\n{failures}" if failures else ""))
     ax.set_xticks(range(len(order)), labels, fontsize=8)
     ax.set_xlim(-0.6, len(order) - 0.4)
     ax.set_ylabel(_objective_label(summary, split="test") + "\nat the epoch validation selected", fontsize=8)

@@ -34,8 +34,8 @@ import numpy as np
 from scipy import special
 
 from tune_mtl.core.delta_m import delta_m
-from tune_mtl.core.keys import DIVERGED as DIVERGED_KEY
 from tune_mtl.core.keys import AT_SCORE, OBJECTIVE, SCORE, SCORE_EPOCH, TEST_OBJECTIVE
+from tune_mtl.core.keys import DIVERGED as DIVERGED_KEY
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -220,7 +220,8 @@ def compute_verdict(
             "seeds": len(seeds),
             "objective": mean_interval([r["objective"] for r in ok]),
             "values": {r["seed_index"]: r["objective"] for r in ok},  # per seed index (the plot's points)
-            "metrics": {key: mean_interval([r["metrics"][key] for r in ok if math.isfinite(r["metrics"].get(key, math.nan))])
+            "metrics": {key: mean_interval([r["metrics"][key] for r in ok
+                                            if math.isfinite(r["metrics"].get(key, math.nan))])
                         for key in higher_is_better},
             "final_failures": counts,
             "search": dict(search_trials.get(name, {})) if search_trials else {},
@@ -314,7 +315,8 @@ def verdict_markdown(verdict: Mapping[str, Any], objective_label: str = "test ob
     rows = verdict["strategies"]
     metrics = list(next(iter(rows.values()))["metrics"]) if rows else []
     head = ["rank", "strategy", f"{objective_label} ({verdict['mode']})", *metrics,
-            f"Δm% vs {verdict['delta_m_against'] or '-'}", "vs best", "seeds ok/run", "search trials (diverged, collapsed)"]
+            f"Δm% vs {verdict['delta_m_against'] or '-'}", "vs best", "seeds ok/run",
+            "search trials (diverged, collapsed)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = verdict["ranking"] + [n for n in rows if n not in verdict["ranking"]]
     for name in order:
