@@ -185,7 +185,8 @@ def test_bad_search_space(sandbox, tmp_path, capsys, content, needles):
 
 def test_config_that_is_a_folder(sandbox, tmp_path, capsys):
     (tmp_path / "folder.yaml").mkdir()
-    assert_one_sentence(*sandbox(capsys, ["--config", str(tmp_path / "folder.yaml")]), ["folder.yaml", "not a regular file"])
+    rc, err = sandbox(capsys, ["--config", str(tmp_path / "folder.yaml")])
+    assert_one_sentence(rc, err, ["folder.yaml", "not a regular file"])
 
 
 # -- --storage-path on the local disk ---------------------------------------------------------------------------
@@ -249,7 +250,8 @@ DAMAGE = {
     "run-json-lost-key": (lambda f: (f / "run.json").write_text(json.dumps(
         {k: v for k, v in json.loads((f / "run.json").read_text()).items() if k != "name"})), ["run.json", "name"]),
     "run-json-list": (lambda f: (f / "run.json").write_text("[]"), ["run.json", "lacks"]),
-    "optuna-db-deleted": (lambda f: (f / "optuna.db").unlink(), ["optuna.db", "cannot continue", "1 trial result", "report"]),
+    "optuna-db-deleted": (lambda f: (f / "optuna.db").unlink(),
+                          ["optuna.db", "cannot continue", "1 trial result", "report"]),
     "search-space-deleted": (lambda f: (f / "search_space.yaml").unlink(), ["search_space.yaml"]),
 }
 

@@ -237,11 +237,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def _report(args: argparse.Namespace) -> int:
     from tune_mtl.reporting.plots import write_plots
     from tune_mtl.reporting.summary import load_trials, summarise_run, write_summary
+    from tune_mtl.search.engine import experiments
     from tune_mtl.search.experiment import EXPERIMENT
     from tune_mtl.search.final_stage import verdict_for_run
-    from tune_mtl.storage.run_folder import open_run
-    from tune_mtl.search.engine import experiments
     from tune_mtl.search.spec import load_spec
+    from tune_mtl.storage.run_folder import open_run
 
     run = open_run(args.run_dir)
     spec = load_spec(run.path / "search_space.yaml")

@@ -12,7 +12,8 @@ from typing import Any
 
 from tune_mtl.core.errors import UserError, closest
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list", dict: "a mapping"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+               dict: "a mapping"}
 
 
 @dataclass(frozen=True)

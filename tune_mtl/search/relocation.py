@@ -16,7 +16,7 @@ import copy
 from pathlib import PurePosixPath
 from typing import Any
 
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
 
 class RelocatableSearch(SearchGenerator):
@@ -26,15 +26,16 @@ class RelocatableSearch(SearchGenerator):
         super().__init__(searcher)
         self.experiment_path: str | None = None  # set by `relocate`; None: where the experiment began
 
-    def create_trial_if_possible(self, experiment_spec: dict[str, Any]):
+    def create_trial_if_possible(self, experiment_spec: dict[str, Any]) -> Any:
         storage = experiment_spec.get("storage")
         if self.experiment_path and storage is not None and storage.experiment_fs_path != self.experiment_path:
             experiment_spec = {**experiment_spec, "storage": moved_storage(storage, self.experiment_path)}
-            self._experiment.spec["storage"] = experiment_spec["storage"]  # and for the trials after it
+            if self._experiment is not None:  # and for the trials after it
+                self._experiment.spec["storage"] = experiment_spec["storage"]
         return super().create_trial_if_possible(experiment_spec)
 
 
-def moved_storage(storage, experiment_fs_path: str):
+def moved_storage(storage: Any, experiment_fs_path: str) -> Any:
     """A copy of a Tune StorageContext pointing at another experiment folder on the same file system (what
     Tune does itself for the trials it restores)."""
     moved = copy.copy(storage)
@@ -49,7 +50,7 @@ def relocatable(searcher: Searcher, max_concurrent: int | None) -> RelocatableSe
     return RelocatableSearch(limited)
 
 
-def relocate(tuner, experiment_path: str) -> None:
+def relocate(tuner: Any, experiment_path: str) -> None:
     """After `Tuner.restore(experiment_path)` (a folder or URL): new trials go there (no-op for other search
     algorithms)."""
     from ray.train._internal.storage import get_fs_and_path

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from tune_mtl import data, models, strategies
-from tune_mtl.training.trial_config import OBJECTIVE_FIELDS, OPTIMIZER_FIELDS, TRAINING_FIELDS
 from tune_mtl.core.errors import UserError, closest
 from tune_mtl.core.options import Field, check_options, check_value
+from tune_mtl.training.trial_config import OBJECTIVE_FIELDS, OPTIMIZER_FIELDS, TRAINING_FIELDS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEARCH_SPACES = REPO_ROOT / "search_spaces"

@@ -9,6 +9,7 @@ turns the sentence back into a UserError (`raise_trial_user_error`): exit 2, the
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from ray.tune.stopper import Stopper
@@ -40,7 +41,7 @@ class StopOnUserError(Stopper):
         return self.message is not None
 
 
-def trial_user_error(results) -> str | None:
+def trial_user_error(results: Iterable[Any]) -> str | None:
     """The sentence of the first trial of a `ResultGrid` that ended on a UserError, if any."""
     for result in results:
         message = (result.metrics or {}).get(USER_ERROR)
@@ -49,7 +50,7 @@ def trial_user_error(results) -> str | None:
     return None
 
 
-def raise_trial_user_error(results) -> None:
+def raise_trial_user_error(results: Iterable[Any]) -> None:
     message = trial_user_error(results)
     if message:
         raise UserError(message)

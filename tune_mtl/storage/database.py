@@ -43,7 +43,8 @@ def check_optuna_url(url: str) -> None:
         with engine.connect():
             pass
     except sqlalchemy.exc.SQLAlchemyError as err:
-        raise UserError(f"cannot connect to the Optuna storage '{shown}' ({reason(err.orig or err)}); check that "
+        cause = getattr(err, "orig", None) or err  # the driver's own error, without SQLAlchemy's SQL dump
+        raise UserError(f"cannot connect to the Optuna storage '{shown}' ({reason(cause)}); check that "
                         "the database server runs and the URL, user and password are right") from None
     finally:
         engine.dispose()

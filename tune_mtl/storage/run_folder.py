@@ -49,8 +49,9 @@ def check_storage_path(storage_path: str) -> None:
     if is_url(storage_path):
         scheme = storage_path.split("://", 1)[0].lower()
         if scheme not in STORAGE_SCHEMES:
+            accepted = ", ".join(s + "://" for s in STORAGE_SCHEMES)
             raise UserError(f"--storage-path '{storage_path}' has the scheme '{scheme}://', which Ray Tune cannot "
-                            f"write to; give a local folder or a URL of {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
+                            f"write to; give a local folder or a URL of {accepted}")
         return
     path = Path(storage_path).expanduser().absolute()
     pseudo = [fs for fs in PSEUDO_FS if fs == path or fs in path.parents]
