@@ -126,10 +126,12 @@ def test_gradnorm_two_steps_follow_adam_on_the_objective_and_renormalise():
         L = L.detach().numpy()
         initial = L if initial is None else initial
         expected_model_grad = per_task_grads(ctx.task_losses, list(model.parameters())).numpy().T @ w
-        s.backward(ctx)
+        logs = s.backward(ctx)
         assert np.allclose(flat_grad(list(model.parameters())).numpy(), expected_model_grad, rtol=1e-10)
         G = w * norms
         r = (L / initial) / (L / initial).mean()
+        assert logs["gradnorm_loss"] == pytest.approx(np.abs(G - G.mean() * r**1.5).sum(), rel=1e-10)
+        assert [logs[f"weight/{t}"] for t in range(T)] == pytest.approx(list(w), rel=1e-12)
         g = np.sign(G - G.mean() * r**1.5) * norms  # the objective's gradient (test above)
         m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2  # Adam, written out
         w = w - lr * (m / (1 - b1**k)) / (np.sqrt(v / (1 - b2**k)) + eps)
@@ -279,6 +281,25 @@ def test_mgda_ub_weights_are_the_min_norm_point_of_the_representation_gradients(
     assert np.allclose(flat_grad(list(model.parameters())).numpy(), w_ref @ all_grads, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("normalization", ["none", "l2", "loss", "loss+"])
+def test_mgda_normalisations_are_min_norm_of_the_normalised_gradients(normalization):
+    """LibMTL's mgda_gn: g_t / n_t with n_t = 1, |g_t|, L_t or L_t |g_t|; update sum_t (w_t / n_t) g_t. Gradients
+    and losses below 1 (a floor of 1 on the normalisers would show) and one zero gradient (kept, not NaN)."""
+    g = torch.Generator().manual_seed(12)
+    J = torch.randn(4, 10, generator=g, dtype=torch.float64) * torch.tensor([[0.3], [0.05], [0.8], [0.0]]).double()
+    losses = torch.tensor([0.4, 0.02, 0.7, 0.3], dtype=torch.float64)
+    norms = J.norm(dim=1)
+    n = {"none": torch.ones(4), "l2": norms, "loss": losses, "loss+": losses * norms}[normalization].double()
+    n = torch.where(n > 0, n, torch.ones_like(n))
+    scaled = (J / n[:, None]).numpy()
+    w = slsqp_min_norm(scaled @ scaled.T)
+    expected = (w / n.numpy()) @ J.numpy()
+    s = strategies.build("mgda", 4, {"normalization": normalization})
+    d = s.shared_update(J, losses)
+    assert torch.isfinite(d).all()
+    assert np.allclose(d.numpy(), expected, rtol=1e-6, atol=1e-12)
+
+
 # -- Nash-MTL ------------------------------------------------------------------------------------------------
 def nash_reference(G: np.ndarray) -> np.ndarray:
     """alpha > 0 with G alpha = 1/alpha (Navon et al. 2022, eq. 2), by scipy least squares on log alpha."""
@@ -332,6 +353,13 @@ def test_nashmtl_recomputes_the_weights_only_every_k_steps_and_clips_to_max_norm
         got = flat_grad(ctx.shared_params).numpy()
         expected = unclipped * min(1.0, max_norm / np.linalg.norm(unclipped))
         assert np.allclose(got, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_nashmtl_keeps_its_weights_on_a_zero_gramian():
+    s = strategies.build("nashmtl", T)
+    assert np.array_equal(s.solve(np.zeros((T, T)), warm=False), np.ones(T))  # the uniform start, no NaN
+    s.alpha = np.array([0.5, 2.0, 1.0])
+    assert np.array_equal(s.solve(np.zeros((T, T)), warm=True), s.alpha)
 
 
 # -- MOML ----------------------------------------------------------------------------------------------------
@@ -415,8 +443,11 @@ def test_imtl_variants_are_their_modes_over_steps(name, mode):
     scales = torch.ones(T, dtype=torch.float64) if mode == "gradient" else s.log_scales.detach().double().exp()
     J = per_task_grads(scales * ctx.task_losses, ctx.shared_params).numpy()
     expected = J.sum(0) if mode == "loss" else imtl_g_reference(J) @ J
-    s.backward(ctx)
+    logs = s.backward(ctx)
     assert np.allclose(flat_grad(ctx.shared_params).numpy(), expected, rtol=1e-6, atol=1e-10)
+    assert ("scale/0" in logs) == (mode != "gradient") and ("weight/0" in logs) == (mode != "loss")
+    if mode != "gradient":
+        assert [logs[f"scale/{t}"] for t in range(T)] == pytest.approx(scales.tolist(), rel=1e-6)
 
 
 def test_cagrad_on_a_zero_jacobian_is_a_zero_update():
