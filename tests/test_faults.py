@@ -284,6 +284,20 @@ def test_copied_and_moved_runs_resume_in_place(tmp_path):
         assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3, "no trial lost or RUNNING"
         assert len(list(folder.glob("*/uniform-*"))) == 3, "every trial folder inside this run folder"
 
+    # Damage the copy: `report` still summarises what is readable; `--resume` names what is missing.
+    record = (copy / "run.json").read_text()
+    (copy / "run.json").write_text(record[: len(record) // 2])
+    (copy / "optuna.db").unlink()
+    report = subprocess.run([sys.executable, "launch.py", "report", str(copy)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env=env(tmp_path))
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    assert "| uniform |" in report.stdout and "Traceback" not in report.stderr
+    assert "run.json' is damaged" in report.stderr and "optuna.db' is missing" in report.stderr
+    assert not (copy / "optuna.db").exists(), "report did not create an empty study"
+    damaged = subprocess.run([sys.executable, "launch.py", "search", "--resume", str(copy)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120, env=env(tmp_path))
+    assert damaged.returncode == 2 and "run.json' is damaged" in damaged.stderr.strip().splitlines()[-1]
+
 
 # -- a full disk ------------------------------------------------------------------------------------------------
 @pytest.fixture

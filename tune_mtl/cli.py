@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from tune_mtl.core.errors import UserError
@@ -241,10 +242,16 @@ def _report(args: argparse.Namespace) -> int:
     from tune_mtl.search.experiment import EXPERIMENT
     from tune_mtl.search.final_stage import verdict_for_run
     from tune_mtl.search.spec import load_spec
-    from tune_mtl.storage.run_folder import open_run
+    from tune_mtl.storage.run_folder import OPTUNA_DB, SPEC_FILE, open_run
 
-    run = open_run(args.run_dir)
-    spec = load_spec(run.path / "search_space.yaml")
+    try:
+        run = open_run(args.run_dir)
+        spec = load_spec(run.path / SPEC_FILE)
+    except UserError as damaged:  # run.json unreadable: report what the trial folders still hold
+        run, spec = _readable_part(args.run_dir, damaged)
+    if not run.optuna_storage and not (run.path / OPTUNA_DB).is_file():
+        print(f"note: '{run.path / OPTUNA_DB}' is missing: no parameter importances", file=sys.stderr)
+        run.studies = {}  # reading a missing SQLite study would create an empty one
     summary = summarise_run(run, experiments(spec))
     verdict = verdict_for_run(spec, run, load_trials(run.experiment(EXPERIMENT)))
     if verdict:  # the run has a final stage
@@ -256,6 +263,23 @@ def _report(args: argparse.Namespace) -> int:
     for reason in skipped:
         print(f"  (skipped: {reason})")
     return 0
+
+
+def _readable_part(run_dir: str, damaged: UserError):
+    """A run whose run.json is damaged, rebuilt from its search space (the objective is re-derived from it);
+    without the search space there is nothing to report against, and the original sentence stands."""
+    from tune_mtl.search.plan import resolve_search_objective
+    from tune_mtl.search.spec import load_spec
+    from tune_mtl.storage.run_folder import SPEC_FILE, partial_run
+
+    path = Path(run_dir).expanduser().resolve()
+    if not (path / SPEC_FILE).is_file():
+        raise damaged
+    spec = load_spec(path / SPEC_FILE)
+    run = partial_run(path)
+    run.objective = resolve_search_objective(spec)
+    print(f"note: {damaged}; reporting what is readable", file=sys.stderr)
+    return run, spec
 
 
 def main(argv: list[str] | None = None) -> int:
