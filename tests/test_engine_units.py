@@ -58,7 +58,7 @@ def test_studies_are_served_in_turn_with_equal_budgets_and_named_trials(tmp_path
     assert [c[TRIAL_NAME] for c in configs[:3]] == ["uniform-1", "cagrad-1", "random-1"]
     assert configs[-1][TRIAL_NAME] == "random-3"
     assert {"alpha", "rescale"} <= set(configs[1]["strategy"]) and set(configs[0]["strategy"]) == {"name"}
-    for i, config in enumerate(configs):
+    for i in range(len(configs)):
         searcher.on_trial_complete(f"t{i}", {SCORE: float(i), SCORE_EPOCH: 2})
     for strategy in spec.strategies:
         study = optuna.load_study(study_name=strategy, storage=storage_url(tmp_path))
@@ -191,7 +191,7 @@ def test_a_strategy_view_shows_a_child_only_its_trials():
 
 # -- a head node without the data ------------------------------------------------------------------------
 def test_declared_tasks_match_the_built_data_set():
-    for name, regression in (("toy_regression", True), ("toy_classification", False)):
+    for name in ("toy_regression", "toy_classification"):
         options = {"num_tasks": 3, "input_dim": 4, "num_samples": 20}
         built = data.build(name, options, seed=0).tasks
         declared = data.declared_tasks(name, options)

@@ -21,10 +21,18 @@ from typing import Any
 
 import numpy as np
 
+from tune_mtl.core.keys import (
+    AT_SCORE,
+    DIVERGED,
+    FAILURE_REASON,
+    OBJECTIVE,
+    SCORE,
+    SCORE_EPOCH,
+    TEST_OBJECTIVE,
+    TRIAL_NAME,
+)
 from tune_mtl.reporting.pareto import front
 from tune_mtl.storage.run_folder import RunFolder, is_url
-from tune_mtl.core.keys import (AT_SCORE, DIVERGED, FAILURE_REASON, OBJECTIVE, SCORE, SCORE_EPOCH,
-                                 TEST_OBJECTIVE, TRIAL_NAME)
 
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 # Ray's warning for trials that have no result yet (e.g. a stopped search's trials that never started): the
@@ -212,7 +220,8 @@ def format_table(summary: dict[str, Any]) -> str:
             continue
         test = "-" if not _finite(best["test"]) else f"{best['test']:.5g}"
         lines.append(
-            f"| {name} | {best.get('trial', best['trial_id'])} | {best['val']:.5g} | {test} | {best['epoch']} | {s['trials']} | {len(s['failed'])} | "
+            f"| {name} | {best.get('trial', best['trial_id'])} | {best['val']:.5g} | {test} | {best['epoch']} | "
+            f"{s['trials']} | {len(s['failed'])} | "
             f"{_short_config(best['config'])} |"
         )
     failures = [(n, f) for n, s in summary["strategies"].items() for f in s["failed"]]

@@ -29,8 +29,17 @@ from typing import Any
 from tune_mtl.core.errors import UserError
 from tune_mtl.core.keys import SCORE
 from tune_mtl.search.experiment import EXPERIMENT
-from tune_mtl.search.plan import (CATEGORICAL, budgets, paired, plan_notes, resolve_search_objective,
-                                  sampler_plan, sampler_seed, study_keys, uses_optuna)
+from tune_mtl.search.plan import (
+    CATEGORICAL,
+    budgets,
+    paired,
+    plan_notes,
+    resolve_search_objective,
+    sampler_plan,
+    sampler_seed,
+    study_keys,
+    uses_optuna,
+)
 from tune_mtl.search.spec import SearchSpec
 from tune_mtl.storage.run_folder import RunFolder, is_url, new_run, open_run
 

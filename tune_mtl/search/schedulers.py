@@ -15,8 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import (ASHAScheduler, FIFOScheduler, HyperBandScheduler, PopulationBasedTraining,
-                                 TrialScheduler)
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    PopulationBasedTraining,
+    TrialScheduler,
+)
 
 
 def strategy_of(trial: Trial) -> str:

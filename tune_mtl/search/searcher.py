@@ -29,14 +29,15 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from tune_mtl.core.keys import DIVERGED, SCORE, SCORE_EPOCH, TRIAL_NAME
+from tune_mtl.core.keys import DIVERGED, SCORE_EPOCH, TRIAL_NAME
 
 # User attributes that link an Optuna trial to the other views of the same trial.
 TUNE_TRIAL_ID, TRIAL_FOLDER, WANDB_RUN, SCORE_EPOCH_ATTR = "tune_trial_id", "trial_folder", "wandb_run", "score_epoch"
