@@ -201,9 +201,9 @@ def main() -> None:
                   "wandb": args.wandb, "service_root": str(args.service_root)},
         "plain": {k: stats("plain", k) for k in keys},
         "service": {k: stats("service", k) for k in keys},
-        "ratios": {k: summary([s[k] / p[k] for s, p in zip(runs["service"], runs["plain"])])
+        "ratios": {k: summary([s[k] / p[k] for s, p in zip(runs["service"], runs["plain"], strict=True)])
                    for k in ("wall_s", "peak_rss_mb")},
-        "same_results": all(s["values"] == p["values"] for s, p in zip(runs["service"], runs["plain"])),
+        "same_results": all(s["values"] == p["values"] for s, p in zip(runs["service"], runs["plain"], strict=True)),
         "runs": runs,
     }
     path = save(report, "overhead")

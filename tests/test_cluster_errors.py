@@ -6,8 +6,8 @@ import time
 import pytest
 
 from tune_mtl.cli import main
-from tune_mtl.search.cluster import check_resources
 from tune_mtl.core.errors import UserError
+from tune_mtl.search.cluster import check_resources
 
 TINY = ["--strategies", "uniform", "--num-samples", "2", "--epochs", "1", "--quiet", "--wandb-mode", "disabled"]
 

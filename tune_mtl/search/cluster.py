@@ -100,11 +100,12 @@ def ask_cluster_id(gcs: str, token: str | None) -> str | None:
 
     metadata = [("authorization", f"Bearer {token}")] if token else None
     with grpc.insecure_channel(gcs) as channel:
-        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
         try:
-            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=CONNECT_TIMEOUT_S, metadata=metadata)
+            stub.GetClusterId(request, timeout=CONNECT_TIMEOUT_S, metadata=metadata)
         except grpc.RpcError as err:
-            return err.code().name
+            return str(err.code().name)
     return None
 
 
@@ -120,40 +121,40 @@ def token_source() -> str:
 def local_token() -> str | None:
     """This machine's Ray token (RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), read by
     Ray's own loader so that what is checked here is exactly what `ray.init` will send."""
-    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
 
     loader = AuthenticationTokenLoader.instance()
     loader.reset_cache()  # the environment may have changed since Ray first looked
     if not loader.has_token(ignore_auth_mode=True):
         return None
-    return loader.get_raw_token(ignore_auth_mode=True)
+    return str(loader.get_raw_token(ignore_auth_mode=True))
 
 
 def use_token_auth() -> None:
     """Send the token from now on. Ray sends it only in RAY_AUTH_MODE=token, which it never turns on by itself
     for an explicit address; the cached config must be re-read, as Ray does when it enables the mode."""
-    from ray._raylet import Config
+    from ray._raylet import Config  # type: ignore[attr-defined]
 
     os.environ[AUTH_MODE_ENV] = "token"
     Config.initialize("")
 
 
-def check_head(target: Target) -> None:
+def check_head(gcs: str, said: str) -> None:
     """The head answers, and takes this machine's token if it requires one (then token mode is turned on)."""
-    host, port = split_host_port(target.gcs, target.said)
-    probe_tcp(host, port, target.said)
-    status = ask_cluster_id(target.gcs, None)
+    host, port = split_host_port(gcs, said)
+    probe_tcp(host, port, said)
+    status = ask_cluster_id(gcs, None)
     if status is None:
         return
     if status != "UNAUTHENTICATED":
-        raise UserError(f"'{target.gcs}' ({target.said}) answers but not as a Ray head node's GCS ({status}); "
+        raise UserError(f"'{gcs}' ({said}) answers but not as a Ray head node's GCS ({status}); "
                         "give the port of `ray start --head --port` (default 6379)")
     token = local_token()
     if token is None:
-        raise UserError(f"the Ray cluster at '{target.gcs}' requires an authentication token and this machine "
+        raise UserError(f"the Ray cluster at '{gcs}' requires an authentication token and this machine "
                         f"has none; {TOKEN_HINT}")
-    if ask_cluster_id(target.gcs, token) == "UNAUTHENTICATED":
-        raise UserError(f"the Ray cluster at '{target.gcs}' rejected the authentication token from "
+    if ask_cluster_id(gcs, token) == "UNAUTHENTICATED":
+        raise UserError(f"the Ray cluster at '{gcs}' rejected the authentication token from "
                         f"{token_source()}; {TOKEN_HINT}")
     if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
         use_token_auth()
@@ -171,7 +172,7 @@ def connect(address: str | None) -> None:
 
     target = resolve(address)
     if target.gcs:
-        check_head(target)
+        check_head(target.gcs, target.said)
     elif target.address.startswith("ray://"):
         check_client_server(target)
     if ray.is_initialized():
@@ -193,7 +194,7 @@ def connect(address: str | None) -> None:
 def alive_nodes() -> list[dict[str, Any]]:
     import ray
 
-    return [n for n in ray.nodes() if n.get("Alive")]
+    return [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
 
 
 def check_resources(search: dict[str, Any], nodes: list[dict[str, Any]]) -> None:

@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 import warnings
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -65,7 +65,7 @@ def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> bool:
     return bool(answered)
 
 
-@lru_cache(maxsize=None)
+@cache
 def usable_mode(mode: str) -> str:
     """`mode`, or offline (with one warning) when it is online and the W&B server does not answer."""
     if mode != "online" or reachable(base_url()):
@@ -75,7 +75,7 @@ def usable_mode(mode: str) -> str:
     return "offline"
 
 
-def trial_settings(mode: str, project: str, group: str, folder: Path) -> dict:
+def trial_settings(mode: str, project: str, group: str, folder: Path) -> dict[str, Any]:
     """What the driver puts under config[keys.TRACKING] so that the trial can open its own run."""
     return {"wandb_mode": usable_mode(mode), "project": project, "group": group, "dir": str(folder)}
 
@@ -84,10 +84,10 @@ def trial_settings(mode: str, project: str, group: str, folder: Path) -> dict:
 class TrialLogger:
     """Logs one trial's epochs to its own W&B run from the trial process. This base class logs nothing."""
 
-    def log(self, metrics: dict, step: int) -> None:
+    def log(self, metrics: dict[str, Any], step: int) -> None:
         pass
 
-    def summary(self, values: dict) -> None:
+    def summary(self, values: dict[str, Any]) -> None:
         pass
 
     def close(self) -> None:
@@ -95,13 +95,13 @@ class TrialLogger:
 
 
 class WandbTrialLogger(TrialLogger):
-    def __init__(self, run) -> None:
+    def __init__(self, run: Any) -> None:
         self.run = run
 
-    def log(self, metrics: dict, step: int) -> None:
+    def log(self, metrics: dict[str, Any], step: int) -> None:
         self.run.log(metrics, step=step)
 
-    def summary(self, values: dict) -> None:
+    def summary(self, values: dict[str, Any]) -> None:
         self.run.summary.update(values)
 
     def close(self) -> None:
@@ -118,14 +118,15 @@ def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in INTERNAL_KEYS}
 
 
-def open_run(settings: dict, trial_name: str, strategy: str, config: dict, mode: str, id_suffix: str = ""):
+def open_run(settings: dict[str, Any], trial_name: str, strategy: str, config: dict[str, Any], mode: str,
+             id_suffix: str = "") -> Any:
     import wandb
 
     folder = Path(settings["dir"])
     (folder / "wandb").mkdir(parents=True, exist_ok=True)  # wandb writes <dir>/wandb/{offline-,}run-*
     return wandb.init(
         project=settings["project"], group=settings["group"], name=trial_name, job_type=strategy,
-        tags=[strategy], config=hyperparameters(config), dir=str(folder), mode=mode,
+        tags=[strategy], config=hyperparameters(config), dir=str(folder), mode=mode,  # type: ignore[arg-type]
         id=run_id(settings["group"], trial_name) + id_suffix, resume="allow",
         reinit="create_new",  # a reused trial process opens one run after another
         settings=wandb.Settings(console="off", silent=True, save_code=False, x_save_requirements=False,
@@ -133,7 +134,8 @@ def open_run(settings: dict, trial_name: str, strategy: str, config: dict, mode:
     )
 
 
-def trial_logger(settings: dict | None, trial_name: str, strategy: str, config: dict) -> TrialLogger:
+def trial_logger(settings: dict[str, Any] | None, trial_name: str, strategy: str,
+                 config: dict[str, Any]) -> TrialLogger:
     """The logger of one trial (a no-op when W&B is disabled or no settings were given)."""
     if not settings or settings["wandb_mode"] == "disabled":
         return TrialLogger()
