@@ -87,7 +87,7 @@ def _error_reason(text: str) -> str:
     return lines[-1] if lines else "error"
 
 
-def _read_error(trial) -> str:
+def _read_error(trial: Any) -> str:  # a ray.tune Trial
     """The last line of the trial's error.txt, read from its storage (a folder or a URL: no Ray needed)."""
     import pyarrow.fs
 
@@ -112,7 +112,7 @@ def load_trials(experiment_path: str) -> list[dict[str, Any]]:
     frames = analysis.trial_dataframes
     rows = []
     for trial in analysis.trials:
-        frame = frames.get(trial.trial_id, frames.get(trial.path))  # keyed by id in Ray 2.60
+        frame = frames.get(trial.trial_id, frames.get(str(trial.path)))  # keyed by id in Ray 2.60
         history = frame.to_dict("records") if frame is not None and len(frame) else []
         last = history[-1] if history else {}
         if trial.status == "ERROR":
@@ -127,7 +127,7 @@ def load_trials(experiment_path: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _curve(history: list[dict[str, Any]]) -> dict[str, list]:
+def _curve(history: list[dict[str, Any]]) -> dict[str, list[Any]]:
     rows = [r for r in history if _finite(r.get(OBJECTIVE))]
     return {"epoch": [int(r.get("epoch", r.get("training_iteration", 0))) for r in rows],
             "val": [r[OBJECTIVE] for r in rows], "test": [r.get(TEST_OBJECTIVE) for r in rows]}

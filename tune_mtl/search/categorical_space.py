@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
+
 from tune_mtl.search.spec import Range, SearchSpec
 
 SECTIONS = ("dataset", "model", "optimizer", "training")
 
 
-def suggest(trial, name: str, value: Range) -> Any:
+def suggest(trial: optuna.Trial, name: str, value: Range) -> Any:
     lo, hi = (value.values + (None, None))[:2]
     if value.kind == "choice":
         return trial.suggest_categorical(name, list(value.values))
@@ -39,7 +41,7 @@ class SharedRanges:
     def __init__(self, spec: SearchSpec) -> None:
         self.ranges = [(s, k, v) for s in SECTIONS for k, v in getattr(spec, s).items() if isinstance(v, Range)]
 
-    def sample(self, trial) -> dict[str, Any]:
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         config: dict[str, Any] = {}
         for section, key, value in self.ranges:
             config.setdefault(section, {})[key] = suggest(trial, f"{section}/{key}", value)
@@ -49,8 +51,6 @@ class SharedRanges:
 def paired_draws(spec: SearchSpec, count: int, seed: int) -> tuple[dict[str, Any], ...]:
     """`count` random draws of the shared ranges as Optuna params (`section/key`), the same for every study
     of a paired search (see `searcher.StudySetup.enqueued`)."""
-    import optuna
-
     shared = SharedRanges(spec)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -62,7 +62,7 @@ def paired_draws(spec: SearchSpec, count: int, seed: int) -> tuple[dict[str, Any
     return tuple(draws)
 
 
-def knob_values(trial, knobs: dict[str, Any], prefix: str) -> dict[str, Any]:
+def knob_values(trial: optuna.Trial, knobs: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {knob: suggest(trial, f"{prefix}/{knob}", value) if isinstance(value, Range) else value
             for knob, value in knobs.items()}
 
@@ -75,7 +75,7 @@ class StrategySpace:
         self.strategy = strategy
         self.knobs = dict(spec.strategy_knobs.get(strategy, {}))
 
-    def __call__(self, trial) -> dict[str, Any]:
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         config = self.shared.sample(trial)
         config["strategy"] = {"name": self.strategy, **knob_values(trial, self.knobs, "strategy")}
         return config
@@ -89,7 +89,7 @@ class StrategyChoiceSpace:
         self.shared = SharedRanges(spec)
         self.knobs = {s: dict(spec.strategy_knobs.get(s, {})) for s in self.strategies}
 
-    def __call__(self, trial) -> dict[str, Any]:
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         name = trial.suggest_categorical("strategy/name", self.strategies)
         config = self.shared.sample(trial)
         config["strategy"] = {"name": name, **knob_values(trial, self.knobs[name], name)}

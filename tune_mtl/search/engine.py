@@ -85,7 +85,7 @@ def objective_names(objective: dict[str, Any]) -> tuple[list[str], list[str], li
     return [SCORE], [objective["mode"]], [f"best val {objective['metric']} of {objective['task']}"]
 
 
-def make_searcher(spec: SearchSpec, run: RunFolder, storage, concurrency: int):
+def make_searcher(spec: SearchSpec, run: RunFolder, storage: Any, concurrency: int) -> Any:
     """The searcher over every study of the search, or None where Tune samples by itself (PBT)."""
     from tune_mtl.search.categorical_space import StrategyChoiceSpace, StrategySpace, paired_draws
     from tune_mtl.search.searcher import Objectives, StudySearcher, StudySetup
@@ -208,7 +208,8 @@ def execute(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna_url: s
                                 tune_verbose=0 if options.verbose < 2 else min(options.verbose - 1, 3))
     with exp.driver_env(exp.tune_env(pending=width)), exp.quiet_tune():
         results = tuner.fit()
-    raise_trial_user_error(results)  # a configuration error inside a trial: exit 2 with its sentence
+    # A configuration error inside a trial: exit 2 with its sentence.
+    raise_trial_user_error([results[i] for i in range(len(results))])
     summary = summarise_run(run, experiments(spec))
     summary["notes"] = notes
     write_summary(summary, run)

@@ -16,21 +16,27 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tune_mtl.core.keys import SCORE, TRACKING, TRIAL_NAME
 from tune_mtl.search.spec import SearchSpec
+
+if TYPE_CHECKING:
+    from ray.tune import Tuner
+    from ray.tune.experiment import Trial
+    from ray.tune.search import Searcher
+    from ray.tune.stopper import Stopper
 
 EXPERIMENT = "trials"  # the Tune experiment folder of a search: <run>/trials/<strategy>-<n>/
 # How often Tune snapshots the experiment (what --resume restores); Ray's default adapts up to minutes.
 EXPERIMENT_SNAPSHOT_S = "5"
 
 
-def trial_name(trial) -> str:
+def trial_name(trial: Trial) -> str:
     """`<strategy>-<n>` as the searcher named it; PBT (Tune's own sampler) numbers by Tune's trial counter."""
     name = trial.config.get(TRIAL_NAME)
     if name:
-        return name
+        return str(name)
     counter = trial.trial_id.rsplit("_", 1)[-1]
     return f"{trial.config['strategy']['name']}-{int(counter) + 1 if counter.isdigit() else counter}"
 
@@ -103,7 +109,7 @@ def param_space(spec: SearchSpec, tracking: dict[str, Any], optuna: bool) -> dic
     return {**space, "strategy": tune.grid_search([p["strategy"] for p in per_strategy]), TRACKING: tracking}
 
 
-def stopper(epochs: int):
+def stopper(epochs: int) -> Stopper:
     """Trials end by themselves after their epochs; saying so also keeps PBT from exploiting a trial at its
     last epoch (which would restart it from another checkpoint again and again). A UserError inside a trial
     (reported under keys.USER_ERROR, see trial_errors.py) ends the whole experiment: every trial would repeat it."""
@@ -114,7 +120,7 @@ def stopper(epochs: int):
     return CombinedStopper(MaximumIterationStopper(epochs), StopOnUserError())
 
 
-def make_trainable(spec: SearchSpec):
+def make_trainable(spec: SearchSpec) -> Any:
     from ray import tune
 
     from tune_mtl.search.trainable import train_trial
@@ -123,8 +129,8 @@ def make_trainable(spec: SearchSpec):
     return tune.with_resources(train_trial, {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]})
 
 
-def build_tuner(spec: SearchSpec, storage_path: str, objective: dict[str, Any], searcher, callbacks: list,
-                tracking: dict[str, Any], total_trials: int, tune_verbose: int):
+def build_tuner(spec: SearchSpec, storage_path: str, objective: dict[str, Any], searcher: Searcher | None,
+                callbacks: list[Any], tracking: dict[str, Any], total_trials: int, tune_verbose: int) -> Tuner:
     from ray import tune
 
     from tune_mtl.search.relocation import relocatable
@@ -165,7 +171,7 @@ def build_tuner(spec: SearchSpec, storage_path: str, objective: dict[str, Any], 
     )
 
 
-def restore_tuner(spec: SearchSpec, experiment_path: str, tracking: dict[str, Any]):
+def restore_tuner(spec: SearchSpec, experiment_path: str, tracking: dict[str, Any]) -> Tuner:
     from ray import tune
 
     from tune_mtl.search.relocation import relocate

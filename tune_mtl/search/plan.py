@@ -43,7 +43,7 @@ def resolve_search_objective(spec: SearchSpec) -> dict[str, Any]:
 
 
 def uses_optuna(spec: SearchSpec) -> bool:
-    return spec.search["scheduler"] != "pbt"  # PBT draws its population with Tune's own sampler
+    return bool(spec.search["scheduler"] != "pbt")  # PBT draws its population with Tune's own sampler
 
 
 def study_keys(spec: SearchSpec) -> list[str]:
@@ -97,7 +97,7 @@ def paired(spec: SearchSpec) -> bool:
 def sampler_seed(spec: SearchSpec, study: str) -> int:
     """Paired: the search's seed for every study (its start-up is enqueued, see `paired`). Unpaired: a seed
     derived per study (stable across processes), so the studies' draws differ."""
-    seed = spec.search["seed"]
+    seed = int(spec.search["seed"])
     if paired(spec):
         return seed
     return (seed * 1_000_003 + zlib.crc32(study.encode())) % 2**31

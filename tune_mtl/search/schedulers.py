@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import (
@@ -23,9 +23,14 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
+
+    from tune_mtl.search.spec import SearchSpec
+
 
 def strategy_of(trial: Trial) -> str:
-    return trial.config["strategy"]["name"]
+    return str(trial.config["strategy"]["name"])
 
 
 @dataclass(frozen=True)
@@ -41,37 +46,42 @@ class SchedulerRecipe:
     mutations: dict[str, Any] | None = None  # PBT: the hyperparameters it perturbs
 
     def make(self) -> TrialScheduler:
-        common = {"time_attr": "training_iteration", "metric": self.metric, "mode": self.mode}
+        epochs = "training_iteration"
         if self.kind == "asha":
-            return ASHAScheduler(**common, max_t=self.max_t, grace_period=min(self.grace_period, self.max_t),
+            return ASHAScheduler(time_attr=epochs, metric=self.metric, mode=self.mode, max_t=self.max_t,
+                                 grace_period=min(self.grace_period, self.max_t),
                                  reduction_factor=self.reduction_factor)
         if self.kind == "hyperband":
-            return HyperBandScheduler(**common, max_t=self.max_t, reduction_factor=self.reduction_factor)
+            return HyperBandScheduler(time_attr=epochs, metric=self.metric, mode=self.mode, max_t=self.max_t,
+                                      reduction_factor=self.reduction_factor)
         if self.kind == "pbt":
-            return PopulationBasedTraining(**common, perturbation_interval=self.grace_period,
-                                           hyperparam_mutations=self.mutations)
-        return FIFOScheduler()
+            return PopulationBasedTraining(time_attr=epochs, metric=self.metric, mode=self.mode,
+                                           perturbation_interval=self.grace_period,
+                                           hyperparam_mutations=self.mutations or {})
+        return FIFOScheduler()  # type: ignore[no-untyped-call]
 
 
 class _StrategyView:
     """The Tune controller as one child scheduler must see it: only its strategy's trials."""
 
-    def __init__(self, controller, strategy: str) -> None:
+    def __init__(self, controller: TuneController, strategy: str) -> None:
         self._controller, self._strategy = controller, strategy
 
     def get_trials(self) -> list[Trial]:
-        return [t for t in self._controller.get_trials() if strategy_of(t) == self._strategy]
+        return [t for t in self._controller.get_trials()  # type: ignore[no-untyped-call]
+                if strategy_of(t) == self._strategy]
 
     def get_live_trials(self) -> list[Trial]:
-        return [t for t in self._controller.get_live_trials() if strategy_of(t) == self._strategy]
+        return [t for t in self._controller.get_live_trials()  # type: ignore[no-untyped-call]
+                if strategy_of(t) == self._strategy]
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._controller, name)
 
 
 class PerStrategyScheduler(TrialScheduler):
     def __init__(self, recipe: SchedulerRecipe) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.recipe = recipe
         self._metric = recipe.metric
         self.children: dict[str, TrialScheduler] = {}
@@ -81,7 +91,7 @@ class PerStrategyScheduler(TrialScheduler):
     def supports_buffered_results(self) -> bool:
         return self.recipe.kind in ("asha", "fifo")  # HyperBand and PBT decide on every single result
 
-    def set_search_properties(self, metric, mode, **spec) -> bool:
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True  # every child is made with the search's metric and mode
 
     def child(self, trial: Trial) -> TrialScheduler:
@@ -90,32 +100,34 @@ class PerStrategyScheduler(TrialScheduler):
             self.children[strategy] = self.recipe.make()
         return self.children[strategy]
 
-    def _view(self, controller, trial: Trial) -> _StrategyView:
+    def _view(self, controller: TuneController, trial: Trial) -> Any:  # a TuneController to the child
         return _StrategyView(controller, strategy_of(trial))
 
-    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
         self.child(trial).on_trial_add(self._view(tune_controller, trial), trial)
 
-    def on_trial_error(self, tune_controller, trial: Trial) -> None:
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
         self.child(trial).on_trial_error(self._view(tune_controller, trial), trial)
 
-    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> str:
         return self.child(trial).on_trial_result(self._view(tune_controller, trial), trial, result)
 
-    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+    def on_trial_complete(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> None:
         self.child(trial).on_trial_complete(self._view(tune_controller, trial), trial, result)
 
-    def on_trial_remove(self, tune_controller, trial: Trial) -> None:
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
         self.child(trial).on_trial_remove(self._view(tune_controller, trial), trial)
 
-    def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        for trial in tune_controller.get_trials():  # a strategy with pending trials but no child yet
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        # A strategy with pending trials but no child yet gets one.
+        for trial in tune_controller.get_trials():  # type: ignore[no-untyped-call]
             if trial.status == Trial.PENDING:
                 self.child(trial)
         names = sorted(self.children)
         for offset in range(len(names)):
             strategy = names[(self._turn + offset) % len(names)]
-            chosen = self.children[strategy].choose_trial_to_run(_StrategyView(tune_controller, strategy))
+            view: Any = _StrategyView(tune_controller, strategy)
+            chosen = self.children[strategy].choose_trial_to_run(view)
             if chosen is not None:
                 self._turn = (self._turn + offset + 1) % len(names)
                 return chosen
@@ -133,13 +145,13 @@ class PerStrategyScheduler(TrialScheduler):
             self.__dict__.update(pickle.load(source))
 
 
-def make_scheduler(spec, metric: str, mode: str) -> TrialScheduler:
+def make_scheduler(spec: SearchSpec, metric: str, mode: str) -> TrialScheduler:
     """The search's scheduler: FIFO for a multi-objective search (ASHA compares one metric), else one
     `search.scheduler` per strategy."""
     search = spec.search
     kind = "fifo" if search["objectives"] else search["scheduler"]
     if kind == "fifo":
-        return FIFOScheduler()
+        return FIFOScheduler()  # type: ignore[no-untyped-call]
     mutations = {"optimizer": {"lr": spec.optimizer["lr"].to_tune()}} if kind == "pbt" else None
     return PerStrategyScheduler(SchedulerRecipe(kind, metric, mode, spec.epochs, search["grace_period"],
                                                 search["reduction_factor"], mutations))

@@ -87,8 +87,9 @@ class Objectives:
     names: list[str]  # shown by optuna-dashboard instead of "Objective 0"
 
     @property
-    def directions(self) -> list[str]:
-        return ["minimize" if m == "min" else "maximize" for m in self.modes]
+    def directions(self) -> list[optuna.study.StudyDirection]:
+        return [optuna.study.StudyDirection.MINIMIZE if m == "min" else optuna.study.StudyDirection.MAXIMIZE
+                for m in self.modes]
 
 
 @dataclass
@@ -99,8 +100,8 @@ class _State:
 
 
 class StudySearcher(Searcher):
-    def __init__(self, setups: list[StudySetup], storage, objectives: Objectives, experiment_path: str,
-                 wandb_group: str) -> None:
+    def __init__(self, setups: list[StudySetup], storage: optuna.storages.BaseStorage | None,
+                 objectives: Objectives, experiment_path: str, wandb_group: str) -> None:
         single = len(objectives.keys) == 1
         super().__init__(metric=objectives.keys[0] if single else None, mode=objectives.modes[0] if single else None)
         self._setups = {s.key: s for s in setups}
@@ -117,7 +118,8 @@ class StudySearcher(Searcher):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_studies": {}, "_trials": {}}
 
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
+                              **spec: Any) -> bool:
         return True  # the spaces and objectives were given at construction; Tune's param space holds fixed values
 
     # -- the studies ------------------------------------------------------------------------------------
@@ -149,7 +151,7 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         key = self._next_study()
         if key is None:
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel string
         study = self.study(key)
         orphans = self._orphans.get(key)
         # An orphan's parameters are already stored: suggesting them again returns the same values.
@@ -168,7 +170,7 @@ class StudySearcher(Searcher):
         self._trials[trial_id] = trial
         return config
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         handed = self._state.live.pop(trial_id, None)
         trial = self._trials.pop(trial_id, None)
         if handed is None:
@@ -177,16 +179,17 @@ class StudySearcher(Searcher):
         if study.trials[handed.number].state.is_finished():
             return  # told before a driver restart: once is enough
         values = None if error or not result or result.get(DIVERGED) else self.values(result)
-        if values is not None and SCORE_EPOCH in result:
+        if values is not None and result is not None and SCORE_EPOCH in result:
             (trial or optuna.Trial(study, handed.trial_id)).set_user_attr(SCORE_EPOCH_ATTR, int(result[SCORE_EPOCH]))
         # NaN or missing values: Optuna would refuse them and leave the trial RUNNING; record it FAIL.
         study.tell(handed.number, values, state=TrialState.FAIL if values is None else TrialState.COMPLETE)
 
     def values(self, result: dict[str, Any]) -> float | list[float] | None:
         values = [result.get(k) for k in self._objectives.keys]
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        if len(finite) != len(values):
             return None
-        return values[0] if len(values) == 1 else values
+        return finite[0] if len(finite) == 1 else finite
 
     # -- resume -----------------------------------------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
