@@ -164,6 +164,17 @@ YAML_CASES = {
     "baseline-zero": ({**TOY, "objective": {"metric": "delta_m", "baselines": {"task0/mse": 0}}},
                       ["objective.baselines.task0/mse", "0"]),
     "objectives-unknown-metric": ({**TOY, "search": {"objectives": ["task0/mse", "task1/rmse"]}}, ["rmse"]),
+    # strategy x model x data set misfits (strategies.check_compatibility), before Ray rather than in every trial
+    "jacobian-no-shared-layers": ({**TOY, "model": {"name": "mlp", "shared_layers": 0}, "strategies": ["mgda"]},
+                                  ["'model.shared_layers", "mgda"]),
+    "jacobian-searched-zero-layers": ({**TOY, "model": {"name": "mlp", "shared_layers": {"int": [0, 2]}},
+                                       "strategies": ["pcgrad"]}, ["'model.shared_layers", "pcgrad"]),
+    "recon-unknown-base": ({**TOY, "strategies": ["recon"], "strategy_knobs": {"recon": {"base": "pcgard"}}},
+                           ["'base'", "pcgard"]),
+    "recon-not-sequential": ({**TOY, "model": "multilenet", "strategies": ["recon"]},
+                             ["recon", "'model: multilenet'"]),
+    "auxiliary-on-one-task": ({**TOY, "dataset": {"name": "toy_regression", "num_tasks": 1}, "strategies": ["slgrad"]},
+                              ["slgrad", "at least 2 tasks"]),
     # files that are not a search space
     "nested-1000": (nested(1000), ["space.yaml", "nested"]),
     "nested-30": (nested(30), ["space.yaml", "nested deeper than"]),

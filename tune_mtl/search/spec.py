@@ -350,9 +350,13 @@ def check_strategies_fit(spec: SearchSpec) -> None:
     check = getattr(strategies, "check_compatibility", None)
     if check is None:  # the registry predates the check
         return
-    fixed = {k: v for k, v in spec.dataset.items() if k != "name" and not isinstance(v, Range)}
-    num_tasks = len(data.declared_tasks(spec.dataset["name"], fixed))
-    model_options = {k: v for k, v in spec.model.items() if k != "name"}
+    def lowest(section: dict[str, Any]) -> dict[str, Any]:
+        # A searched value is checked at its low end (its first choice): shared_layers {int: [0, 2]} with a
+        # Jacobian strategy fails every trial that draws 0. (The ends were checked against their fields.)
+        return {k: v.values[0] if isinstance(v, Range) else v for k, v in section.items() if k != "name"}
+
+    num_tasks = len(data.declared_tasks(spec.dataset["name"], lowest(spec.dataset)))
+    model_options = lowest(spec.model)
     for strategy in spec.strategies:
         # Ranges' ends were checked by parse_knobs; the strategy's constructor takes values, not ranges.
         fixed_knobs = {k: v for k, v in spec.strategy_knobs.get(strategy, {}).items() if not isinstance(v, Range)}
