@@ -124,14 +124,22 @@ def test_disabled_logs_nothing(tmp_path, monkeypatch, given):
     assert type(logger) is tracking.TrialLogger and not list(tmp_path.rglob("*"))
 
 
-def test_runs_of_one_process_share_one_wandb_service(tmp_path):
-    """No process per trial: a reused trial process opens run after run on one wandb-core service."""
+def wandb_services() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if "wandb-core" in p.name()]
+
+
+def test_one_service_per_open_run_and_the_file_complete_at_close(tmp_path):
+    """No process storm: one wandb-core while a trial's run is open, none after it closed; and the run's file is
+    complete when close() returns (Ray may end the trial's worker, and kill its children, right after)."""
     for n in range(3):
         logger = tracking.trial_logger(settings(tmp_path / str(n)), f"uniform-{n}", "uniform", CONFIG)
         logger.log({"val/objective": float(n)}, step=1)
+        assert len(wandb_services()) == 1
         logger.close()
-        services = [p for p in psutil.Process().children(recursive=True) if "wandb-core" in p.name()]
-        assert len(services) == 1
+        assert not [p for p in wandb_services() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        records = read_records(next((tmp_path / str(n)).glob("wandb/offline-run-*/run-*.wandb")))
+        assert records[-1].WhichOneof("record_type") == "exit"
+        logger.close()  # twice is harmless (the trainable closes before its last report and again at the end)
     assert all(offline_run(tmp_path / str(n))["history"] == {1: {"val/objective": float(n)}} for n in range(3))
 
 
@@ -169,3 +177,34 @@ def test_online_run_that_cannot_start_falls_back_to_offline(monkeypatch, tmp_pat
     logger.log({"val/objective": 0.5}, step=1)
     logger.close()
     assert offline_run(tmp_path)["history"] == {1: {"val/objective": 0.5}}
+
+
+@pytest.mark.ray
+def test_search_with_unreachable_online_wandb_logs_every_trial_offline(tmp_path, ray_session, monkeypatch, capsys):
+    """Through the real engine: one warning, then each trial's own offline run (named by the trial, grouped by
+    the search, with its epochs and score), and the run folder says offline."""
+    from tune_mtl.cli import main
+
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    rc = main(["search", "--strategies", "uniform", "--num-samples", "2", "--epochs", "2", "--scheduler", "fifo",
+               "--quiet", "--wandb-mode", "online", "--storage-path", str(tmp_path), "--name", "run"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err[-2000:]
+    assert out.err.count("warning: W&B server") == 1
+    run = tmp_path / "run"
+    assert json.loads((run / "run.json").read_text())["wandb_mode"] == "offline"
+    runs = sorted(run.glob("wandb/offline-run-*"))
+    assert len(runs) == 2
+    logged = {}
+    for folder in runs:  # one offline run per folder: read each on its own
+        single = tmp_path / "one" / folder.name
+        (single / "wandb").mkdir(parents=True)
+        (single / "wandb" / folder.name).symlink_to(folder)
+        content = offline_run(single)
+        logged[content["run"].display_name] = content
+    assert sorted(logged) == ["uniform-1", "uniform-2"]
+    for content in logged.values():
+        assert content["run"].run_group == "run" and content["run"].job_type == "uniform"
+        assert sorted(content["history"]) == [1, 2]
+        best = min(content["history"][e]["val/objective"] for e in (1, 2))
+        assert content["summary"]["score"] == pytest.approx(best)

@@ -193,8 +193,9 @@ def execute(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna_url: s
     print_plan(spec, width, slots)
     storage = open_storage(optuna_url or default_storage_url(run.path)) if uses_optuna(spec) else None
     run.studies = {k: study_name(run, k, not optuna_url) for k in study_keys(spec)} if storage else {}
-    run.save()
     tracking = trial_settings(run.wandb_mode, run.wandb_project, run.name, run.path)
+    run.wandb_mode = tracking["wandb_mode"]  # offline if online W&B was unreachable (tracking.usable_mode)
+    run.save()
     experiment_path = run.experiment(EXPERIMENT)
     if resume and tune.Tuner.can_restore(experiment_path):
         tuner = exp.restore_tuner(spec, experiment_path, tracking)

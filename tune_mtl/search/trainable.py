@@ -158,11 +158,15 @@ def run_trial(config: dict[str, Any]) -> None:
                 # A diverged trial has no score (Optuna: FAIL), whatever its epochs before scored.
                 result = {**failure_result(trainer, str(err)), SCORE: math.nan, SCORE_EPOCH: 0}
                 logger.log(result, step=trainer.epoch)
+                logger.close()  # before the last report: Tune may end this worker right after it
                 tune.report(result)
                 return
             score.update(metrics, trainer.epoch, trainer.model)
             result = {**metrics, **score.result(), STARTED_AT: started_at, WALL_CLOCK: time.time()}
             logger.log(result, step=trainer.epoch)
+            if trainer.epoch >= epochs:  # W&B complete before the last report: Tune may end the worker after it
+                logger.summary(score.result())
+                logger.close()
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT_FILE)
                 score.save(Path(folder))
