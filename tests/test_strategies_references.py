@@ -283,21 +283,29 @@ def test_mgda_ub_weights_are_the_min_norm_point_of_the_representation_gradients(
 
 @pytest.mark.parametrize("normalization", ["none", "l2", "loss", "loss+"])
 def test_mgda_normalisations_are_min_norm_of_the_normalised_gradients(normalization):
-    """LibMTL's mgda_gn: g_t / n_t with n_t = 1, |g_t|, L_t or L_t |g_t|; update sum_t (w_t / n_t) g_t. Gradients
-    and losses below 1 (a floor of 1 on the normalisers would show) and one zero gradient (kept, not NaN)."""
+    """LibMTL's mgda_gn: g_t / n_t with n_t = 1, |g_t|, L_t or L_t |g_t|; update sum_t (w_t / n_t) g_t. Gradient
+    norms and losses on both sides of 1 (a floor of 1 on the normalisers would show)."""
     g = torch.Generator().manual_seed(12)
-    J = torch.randn(4, 10, generator=g, dtype=torch.float64) * torch.tensor([[0.3], [0.05], [0.8], [0.0]]).double()
-    losses = torch.tensor([0.4, 0.02, 0.7, 0.3], dtype=torch.float64)
-    norms = J.norm(dim=1)
-    n = {"none": torch.ones(4), "l2": norms, "loss": losses, "loss+": losses * norms}[normalization].double()
-    n = torch.where(n > 0, n, torch.ones_like(n))
-    scaled = (J / n[:, None]).numpy()
+    J = torch.randn(4, 10, generator=g, dtype=torch.float64) * torch.tensor([[0.3], [0.05], [0.8], [0.1]]).double()
+    J[3] = -J[0] * 0.2 + J[3]  # conflicting gradients: the min-norm point is not a vertex
+    losses = torch.tensor([0.4, 0.02, 3.0, 0.3], dtype=torch.float64)
+    n = {"none": torch.ones(4), "l2": J.norm(dim=1), "loss": losses, "loss+": losses * J.norm(dim=1)}[normalization]
+    scaled = (J / n.double()[:, None]).numpy()
     w = slsqp_min_norm(scaled @ scaled.T)
-    expected = (w / n.numpy()) @ J.numpy()
-    s = strategies.build("mgda", 4, {"normalization": normalization})
-    d = s.shared_update(J, losses)
-    assert torch.isfinite(d).all()
+    expected = (w / n.double().numpy()) @ J.numpy()
+    d = strategies.build("mgda", 4, {"normalization": normalization}).shared_update(J, losses)
     assert np.allclose(d.numpy(), expected, rtol=1e-6, atol=1e-12)
+    others = [m for m in ("none", "l2", "loss", "loss+") if m != normalization]
+    assert all(not torch.allclose(strategies.build("mgda", 4, {"normalization": m}).shared_update(J, losses), d)
+               for m in others)  # the modes differ on this case
+
+
+@pytest.mark.parametrize("normalization", ["l2", "loss", "loss+"])
+def test_mgda_normalisation_keeps_a_zero_gradient_or_loss_finite(normalization):
+    J = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.5, 2.0]], dtype=torch.float64)
+    losses = torch.tensor([0.5, 0.0, 1.0], dtype=torch.float64)
+    d = strategies.build("mgda", 3, {"normalization": normalization}).shared_update(J, losses)
+    assert torch.isfinite(d).all()
 
 
 # -- Nash-MTL ------------------------------------------------------------------------------------------------
