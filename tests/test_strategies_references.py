@@ -189,6 +189,9 @@ def test_sdmgrad_checkpoint_carries_the_weights_and_the_momentum():
         pieces.append(tuple(base + 0.3 * torch.randn(T, 9, generator=g, dtype=torch.float64) for _ in range(3)))
     knobs = {"lamda": 0.3, "niter": 1}
     straight = strategies.build("sdmgrad", T, knobs)
+    fresh = strategies.build("sdmgrad", T, knobs)
+    fresh.load_state_dict(copy.deepcopy(straight.state_dict()))  # a checkpoint before the first step
+    assert fresh.velocity is None and torch.equal(fresh.w, straight.w)
     for piece in pieces[:2]:
         straight.aggregate_pieces(*piece)
     buffer = io.BytesIO()
@@ -368,6 +371,19 @@ def test_nashmtl_keeps_its_weights_on_a_zero_gramian():
     assert np.array_equal(s.solve(np.zeros((T, T)), warm=False), np.ones(T))  # the uniform start, no NaN
     s.alpha = np.array([0.5, 2.0, 1.0])
     assert np.array_equal(s.solve(np.zeros((T, T)), warm=True), s.alpha)
+
+
+def test_nashmtl_on_linearly_dependent_gradients_solves_the_lifted_equation():
+    """G alpha = 1/alpha has no solution when G is singular; the Gramian's spectrum is lifted to 1e-10 of its
+    trace (the documented floor) and that equation is solved exactly."""
+    g = torch.Generator().manual_seed(13)
+    J = torch.randn(T, 8, generator=g, dtype=torch.float64)
+    J[2] = J[0] + 0.5 * J[1]
+    G = (J @ J.T).numpy()
+    lifted = G + (1e-10 * np.trace(G) - np.linalg.eigvalsh(G)[0]) * np.eye(T)
+    alpha = strategies.build("nashmtl", T).solve(G, warm=False)
+    assert np.all(alpha > 0) and np.all(np.isfinite(alpha))
+    assert np.allclose(alpha, nash_reference(lifted), rtol=1e-6)
 
 
 # -- MOML ----------------------------------------------------------------------------------------------------
