@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.fixtures_classification import write_idx, write_mnist
+from tests.tmpfs import mount_tmpfs, unmount
 from tune_mtl.cli import main
 from tune_mtl.storage.run_folder import RunFolder
 
@@ -218,9 +219,7 @@ def test_storage_path_under_a_file(sandbox, tmp_path, capsys):
 def read_only_folder(tmp_path):
     """A read-only mount (root ignores permission bits, so chmod alone would not do)."""
     folder = tmp_path / "ro"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                      capture_output=True).returncode != 0:
+    if not mount_tmpfs(folder, "ro,size=1m"):
         if os.geteuid() == 0:
             pytest.skip("cannot mount a read-only tmpfs here (no CAP_SYS_ADMIN)")
         folder.chmod(0o555)
@@ -228,7 +227,7 @@ def read_only_folder(tmp_path):
         folder.chmod(0o755)
         return
     yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    unmount(folder)
 
 
 def test_storage_path_read_only(sandbox, tmp_path, capsys, read_only_folder):

@@ -235,25 +235,30 @@ def result_lines(run: Path) -> int:
     return sum(len(r.read_text().splitlines()) for r in run.glob("**/result.json"))
 
 
+def start_three_trial_search(tmp_path: Path, run: Path, stderr: int) -> subprocess.Popen:
+    """`launch.py search` of 3 trials x 3 slow epochs, one at a time, into the run folder `run`."""
+    config = tmp_path / "space.yaml"
+    config.write_text(yaml.safe_dump({
+        **SLOW_TOY, "training": {**SLOW_TOY["training"], "epochs": 3}, "strategies": ["uniform"],
+        "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_concurrent_trials": 1},
+    }))
+    cmd = [sys.executable, "launch.py", "search", "--config", str(config), "--storage-path", str(run.parent),
+           "--name", run.name, "--quiet", "--wandb-mode", "disabled"]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env(tmp_path))
+
+
 def test_copied_and_moved_runs_resume_in_place(tmp_path):
     """A search killed mid-way; a copy of its folder is resumed (the original must not change: before, the
     copy's Optuna trials and its new trials' checkpoints went into the original), then the original is moved
     and resumed where it now is."""
     import shutil
 
-    config = tmp_path / "space.yaml"
-    config.write_text(yaml.safe_dump({
-        **SLOW_TOY, "training": {**SLOW_TOY["training"], "epochs": 3}, "strategies": ["uniform"],
-        "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_concurrent_trials": 1},
-    }))
     run = tmp_path / "original" / "run"
-    cmd = [sys.executable, "launch.py", "search", "--config", str(config), "--storage-path", str(run.parent),
-           "--name", "run", "--quiet", "--wandb-mode", "disabled"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(tmp_path))
+    proc = start_three_trial_search(tmp_path, run, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
     try:
         while result_lines(run) < 4:  # the first trial done (3 epochs), the second one started
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "the search never got going"
             time.sleep(0.05)
     finally:
@@ -303,13 +308,13 @@ def test_copied_and_moved_runs_resume_in_place(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 20 MB tmpfs (root can mount here); skipped where mounting is not allowed."""
+    from tests.tmpfs import mount_tmpfs, unmount
+
     disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)],
-                      capture_output=True).returncode != 0:
+    if not mount_tmpfs(disk, "size=20m"):
         pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
     yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    unmount(disk)
 
 
 def fill(disk: Path) -> Path:
@@ -325,16 +330,8 @@ def fill(disk: Path) -> Path:
 
 
 def test_full_disk_is_one_sentence_and_resume_keeps_every_finished_trial(tmp_path, small_disk):
-    config = tmp_path / "space.yaml"
-    config.write_text(yaml.safe_dump({
-        **SLOW_TOY, "training": {**SLOW_TOY["training"], "epochs": 3}, "strategies": ["uniform"],
-        "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_concurrent_trials": 1},
-    }))
     run = small_disk / "run"
-    cmd = [sys.executable, "launch.py", "search", "--config", str(config), "--storage-path", str(small_disk),
-           "--name", "run", "--quiet", "--wandb-mode", "disabled"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env(tmp_path))
+    proc = start_three_trial_search(tmp_path, run, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
         while result_lines(run) < 4:  # the first trial finished, the second one running
