@@ -160,14 +160,17 @@ def test_the_callback_pickles_with_the_experiment():
 
 
 def test_quiet_and_verbose(monkeypatch):
+    from tune_mtl.search.progress import tune_output_env
+
     for name in ("RAY_AIR_NEW_OUTPUT", "TUNE_PRINT_ALL_TRIAL_ERRORS"):
         monkeypatch.delenv(name, raising=False)
     quiet, = progress_callbacks({"a": 1}, 1, "min", verbose=0)
     assert isinstance(quiet, SearchProgress) and quiet.output is None
-    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"  # Tune's legacy reporter: silent at verbose 0
-    assert os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] == "0"
+    assert "RAY_AIR_NEW_OUTPUT" not in os.environ  # the driver sets Tune's environment around `fit`, not here
+    # Tune's legacy reporter (silent at verbose 0) and no traceback per failed trial below -v.
+    assert tune_output_env(0) == {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
+    assert tune_output_env(2) == {"RAY_AIR_NEW_OUTPUT": "1", "TUNE_PRINT_ALL_TRIAL_ERRORS": "1"}
     assert progress_callbacks({"a": 1}, 1, "min", verbose=2) == []  # -v: Tune's own reporter prints
-    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"
     default, = progress_callbacks({"a": 1}, 1, "min", verbose=1)
     assert isinstance(default.output, PlainOutput)  # pytest's stdout is not a terminal
 
@@ -205,7 +208,10 @@ def run_tiny_tuner(storage: str, verbose: int) -> None:
                 return
             worker_tune.report({SCORE: x, SCORE_EPOCH: 1, "val/objective": x})
 
-    tune.Tuner(
+    from tune_mtl.search.experiment import driver_env
+    from tune_mtl.search.progress import tune_output_env
+
+    tuner = tune.Tuner(
         trainable,
         param_space={"case": tune.grid_search(kinds),
                      TRIAL_NAME: tune.sample_from(lambda spec: spec.config["case"][0])},
@@ -215,7 +221,9 @@ def run_tiny_tuner(storage: str, verbose: int) -> None:
         run_config=tune.RunConfig(name="tiny", storage_path=storage, verbose=0,  # as the engine runs Tune below -v
                                   callbacks=progress_callbacks({"a": 4}, 4, "min", verbose, "ASHA"),
                                   failure_config=tune.FailureConfig(max_failures=0)),
-    ).fit()
+    )
+    with driver_env(tune_output_env(verbose)):  # as the engine runs `fit`
+        tuner.fit()
 
 
 @pytest.mark.ray

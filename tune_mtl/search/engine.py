@@ -180,7 +180,7 @@ def execute(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna_url: s
 
     from tune_mtl.reporting.summary import summarise_run, write_summary
     from tune_mtl.search import experiment as exp
-    from tune_mtl.search.progress import progress_callbacks
+    from tune_mtl.search.progress import progress_callbacks, tune_output_env
     from tune_mtl.search.studies import open_storage
     from tune_mtl.search.tracking import trial_settings
     from tune_mtl.search.trial_errors import raise_trial_user_error
@@ -207,18 +207,46 @@ def execute(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna_url: s
         tuner = exp.build_tuner(spec, run.tune_storage, run.objective, make_searcher(spec, run, storage, width),
                                 callbacks, tracking, total,
                                 tune_verbose=0 if options.verbose < 2 else min(options.verbose - 1, 3))
-    with exp.driver_env(exp.tune_env(pending=width)), exp.quiet_tune():
+    # Tune reads these in the driver while the Tuner runs, fresh or restored; set for `fit` only.
+    env = {**exp.tune_env(pending=width), **tune_output_env(options.verbose)}
+    with exp.driver_env(env), exp.quiet_tune():
         results = tuner.fit()
     # A configuration error inside a trial: exit 2 with its sentence.
     raise_trial_user_error([results[i] for i in range(len(results))])
+    del results  # read back from the run folder instead, like `launch.py report`
     summary = summarise_run(run, experiments(spec))
     summary["notes"] = notes
-    write_summary(summary, run)
-    del results  # read back from the run folder instead, like `launch.py report`
     if stopped_early(summary, total):
+        write_summary(summary, run)
         raise SearchInterrupted(f"the search stopped before its end; continue it with: "
                                 f"launch.py search --resume {run.path}")
+    verdict = final_evaluation(spec, run, options.verbose)
+    if verdict:
+        summary["verdict"] = verdict
+    write_summary(summary, run)
     return summary
+
+
+def final_evaluation(spec: SearchSpec, run: RunFolder, verbose: int) -> dict[str, Any] | None:
+    """After the search: each strategy's best configuration(s) re-trained over fresh, shared seeds, scored on
+    the test split at the validation-selected epoch (search/final_stage.py); the verdict, or None when
+    `search.final.seeds` is 0 or the search is multi-objective (its Pareto front is the answer)."""
+    from tune_mtl.reporting.summary import load_trials
+    from tune_mtl.search import experiment as exp
+    from tune_mtl.search.final_stage import FinalOptions, run_final_stage, top_configs, verdict_for_run
+    from tune_mtl.search.progress import tune_output_env
+
+    final = FinalOptions.from_spec(spec)
+    if final.seeds == 0 or spec.search["objectives"]:
+        return None
+    rows = load_trials(run.experiment(EXPERIMENT))
+    best = top_configs(rows, run.objective["mode"], final.top_k)
+    if verbose:
+        print(f"final stage: the best {final.top_k} configuration(s) of {len(best)} strategies x {final.seeds} "
+              "fresh seeds, scored on the test split at the validation-selected epoch", flush=True)
+    with exp.driver_env(tune_output_env(verbose)), exp.quiet_tune():
+        run_final_stage(spec, run, best, final, verbose)
+    return verdict_for_run(spec, run, rows)
 
 
 def stopped_early(summary: dict[str, Any], total: int) -> bool:

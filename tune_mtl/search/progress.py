@@ -362,13 +362,12 @@ def tune_output_env(verbose: int) -> dict[str, str]:
 
 def progress_callbacks(budget: dict[str, int], epochs: int, mode: str, verbose: int,
                        scheduler: str = "the scheduler") -> list[Any]:
-    """Tune callbacks that print the search's progress (call it before `Tuner.fit`: it picks Tune's reporter).
+    """Tune callbacks that print the search's progress (the driver sets `tune_output_env(verbose)` around `fit`).
 
     budget: trials per experiment (strategy name, or 'categorical') in this search; epochs: per trial;
     mode: 'min' or 'max' of the score; verbose: 0 quiet, 1 default, 2 Tune's own tables instead;
     scheduler: named in the lines of trials it stopped early ("ASHA", "HyperBand").
     """
-    os.environ.update(tune_output_env(verbose))
     if verbose >= 2:
         return []  # Tune's own reporter prints its tables
     output = default_output() if verbose == 1 else None
