@@ -86,10 +86,16 @@ def write_celeba(root: Path, partitions=(0,) * 10 + (1,) * 4 + (2,) * 4, size=(2
     for name in files:
         pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
         Image.fromarray(pixels).save(images / name, format="JPEG")
-    rows = lambda values: "\n".join(f"{f} " + " ".join(f"{v:2d}" for v in row) for f, row in zip(files, values))  # noqa: E731
+
+    def rows(values: np.ndarray) -> str:
+        return "\n".join(f"{f} " + " ".join(f"{v:2d}" for v in row) for f, row in zip(files, values, strict=True))
+
     (folder / "list_attr_celeba.txt").write_text(f"{n}\n" + " ".join(ATTRIBUTES) + " \n" + rows(attrs) + "\n")
-    (folder / "list_eval_partition.txt").write_text("\n".join(f"{f} {p}" for f, p in zip(files, partitions)) + "\n")
-    (folder / "identity_CelebA.txt").write_text("\n".join(f"{f} {i}" for f, i in zip(files, identities)) + "\n")
+    partition_lines = (f"{f} {p}" for f, p in zip(files, partitions, strict=True))
+    (folder / "list_eval_partition.txt").write_text("\n".join(partition_lines) + "\n")
+    (folder / "identity_CelebA.txt").write_text(
+        "\n".join(f"{f} {i}" for f, i in zip(files, identities, strict=True)) + "\n"
+    )
     bbox = rng.integers(0, 100, size=(n, 4))
     (folder / "list_bbox_celeba.txt").write_text(f"{n}\nimage_id x_1 y_1 width height\n" + rows(bbox) + "\n")
     marks = rng.integers(0, 100, size=(n, 10))

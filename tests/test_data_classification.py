@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from fixtures_classification import write_celeba, write_cifar10, write_mnist
+
 from tune_mtl import data, models
-from tune_mtl.data import multi_mnist as mm
 from tune_mtl.core.errors import UserError
 from tune_mtl.core.metrics import ClassificationMetric, per_sample_cross_entropy
+from tune_mtl.data import multi_mnist as mm
 from tune_mtl.training.trainer import Trainer
 
 
@@ -105,7 +105,9 @@ def test_multi_mnist_loader_pairs_digits_from_the_idx_files(mnist_root):
 def test_multi_mnist_download_flag_reuses_files_already_there(mnist_root):
     root, _ = mnist_root  # torchvision skips the download when the four raw files exist: no network touched
     assert "48 train, 24 test digits" in data.prepare("multi_mnist", str(root), download=True)
-    bundle = data.build("multi_mnist", {"root": str(root), "download": True, "train_size": 8, "val_size": 4, "test_size": 4})
+    bundle = data.build(
+        "multi_mnist", {"root": str(root), "download": True, "train_size": 8, "val_size": 4, "test_size": 4}
+    )
     assert len(bundle.train) == 8
 
 
@@ -116,7 +118,9 @@ def test_multi_mnist_sizes_beyond_the_files_are_a_user_error(mnist_root):
 
 
 def train_one_epoch(config: dict) -> tuple[Trainer, dict[str, float]]:
-    trainer = Trainer({"strategy": "uniform", "training": {"batch_size": 8, "epochs": 1, "eval_batch_size": 16}, **config})
+    trainer = Trainer(
+        {"strategy": "uniform", "training": {"batch_size": 8, "epochs": 1, "eval_batch_size": 16}, **config}
+    )
     metrics = trainer.run_epoch()
     assert metrics["epoch"] == 1
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
@@ -245,7 +249,8 @@ def test_celeba_attributes_main_first_identity_and_official_partitions(celeba_ro
         dataset = getattr(bundle, split)
         for i, row in enumerate(rows[:2]):
             x, y = dataset[i]
-            assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and -1.0 <= float(x.min()) <= float(x.max()) <= 1.0
+            assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+            assert -1.0 <= float(x.min()) <= float(x.max()) <= 1.0
             assert all(t.dtype == torch.long for t in y)
             assert int(y[0]) == raw["attrs"][row, ATTRIBUTES.index("Smiling")]
             assert int(y[1]) == raw["attrs"][row, 0]

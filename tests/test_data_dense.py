@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from fixtures_dense import write_cityscapes, write_nyuv2, write_oxford_pet
+
 from tune_mtl import data, models
+from tune_mtl.core.errors import UserError
 from tune_mtl.data.cityscapes import CATEGORY_OF_TRAIN_ID
 from tune_mtl.data.npy_dense import scale_crop_flip
-from tune_mtl.core.errors import UserError
 from tune_mtl.models.resnet_dilated import ResNetDilated
 from tune_mtl.training.trainer import Trainer
 

@@ -48,7 +48,8 @@ def test_constant_noise_fraction_on_main_task_only(fraction):
     assert torch.all(noisy.train.targets[0][changed] == NOISE_CONSTANT)
     assert torch.equal(clean.train.targets[1], noisy.train.targets[1])  # auxiliary task untouched
     for split in ("val", "test"):  # evaluation data stays clean
-        assert all(torch.equal(a, b) for a, b in zip(getattr(clean, split).targets, getattr(noisy, split).targets))
+        pairs = zip(getattr(clean, split).targets, getattr(noisy, split).targets, strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_gaussian_noise_on_all_tasks():
@@ -67,7 +68,7 @@ def test_gaussian_noise_on_all_tasks():
 def test_deterministic_given_seed():
     a, b = build(noise=0.2), build(noise=0.2)
     assert torch.equal(a.train.inputs, b.train.inputs)
-    assert all(torch.equal(x, y) for x, y in zip(a.train.targets, b.train.targets))
+    assert all(torch.equal(x, y) for x, y in zip(a.train.targets, b.train.targets, strict=True))
     c = data.build("toy_regression", {"noise": 0.2}, seed=4)
     assert not torch.equal(a.train.inputs, c.train.inputs)
     d = data.build("toy_regression", {"noise": 0.2, "data_seed": 3}, seed=99)

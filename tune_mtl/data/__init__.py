@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tune_mtl.data.base import DataBundle, Task, TensorSplit, make_loader
 from tune_mtl.core.errors import unknown_name
-from tune_mtl.core.registry import import_submodules
 from tune_mtl.core.options import Field, check_options
+from tune_mtl.core.registry import import_submodules
+from tune_mtl.data.base import DataBundle, Task, TensorSplit, make_loader
 
 Builder = Callable[[dict[str, Any], int], DataBundle]
 TaskDeclaration = Callable[[dict[str, Any]], list[Task]]
@@ -125,16 +125,32 @@ def prepare(name: str, root: str, download: bool) -> str:
     return _PREPARE[key](root, download)
 
 
-def catalogue() -> list[dict[str, str]]:
+def catalogue() -> list[dict[str, Any]]:
     _discover()
     return [
         {
             "name": n,
             "description": _DESCRIPTIONS[n],
-            "options": {k: {"type": f.kind.__name__, "default": f.default, "help": f.help} for k, f in _OPTIONS[n].items()},
+            "options": {
+                k: {"type": f.kind.__name__, "default": f.default, "help": f.help} for k, f in _OPTIONS[n].items()
+            },
         }
         for n in sorted(_BUILDERS)
     ]
 
 
-__all__ = ["DataBundle", "Task", "TensorSplit", "build", "catalogue", "declared_tasks", "default_model", "make_loader", "names", "options", "prepare", "register", "resolve"]
+__all__ = [
+    "DataBundle",
+    "Task",
+    "TensorSplit",
+    "build",
+    "catalogue",
+    "declared_tasks",
+    "default_model",
+    "make_loader",
+    "names",
+    "options",
+    "prepare",
+    "register",
+    "resolve",
+]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from tune_mtl.core.metrics import Metric, MetricDirection
 
 Batch = tuple[Tensor, tuple[Tensor, ...]]
+# A split yields one (input, per-task targets) pair per index; `TensorSplit` also accepts index tensors.
+Split = Dataset[Batch]
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,9 @@ class Task:
 @dataclass
 class DataBundle:
     name: str
-    train: Dataset
-    val: Dataset
-    test: Dataset
+    train: Split
+    val: Split
+    test: Split
     tasks: list[Task]
     input_shape: tuple[int, ...]
     default_model: str
@@ -43,7 +45,7 @@ class DataBundle:
         return len(self.tasks)
 
 
-class TensorSplit(Dataset):
+class TensorSplit(Dataset[Batch]):
     """An in-memory split: inputs [N, ...] and one target tensor [N, ...] per task."""
 
     def __init__(self, inputs: Tensor, targets: tuple[Tensor, ...]) -> None:
@@ -79,7 +81,7 @@ def prepare_hint(dataset: str) -> str:
     return f"run `python launch.py prepare {dataset} --root DIR` and set dataset.root to DIR"
 
 
-def require_files(dataset: str, root: str | os.PathLike | None, expected: list[str], what: str) -> Path:
+def require_files(dataset: str, root: str | os.PathLike[str] | None, expected: list[str], what: str) -> Path:
     """Check that `root` holds every relative path in `expected`; otherwise one clear `UserError` naming the
     path, what was expected there and the `prepare` command."""
     from tune_mtl.core.errors import UserError
@@ -97,14 +99,16 @@ def require_files(dataset: str, root: str | os.PathLike | None, expected: list[s
     return base
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0):
+def make_loader(
+    dataset: Split, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
+) -> TensorBatches | DataLoader[Batch]:
     generator = torch.Generator().manual_seed(seed)
     if isinstance(dataset, TensorSplit):
         return TensorBatches(dataset, batch_size, shuffle, generator)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers)
 
 
-def cycle(loader) -> Iterator[Batch]:
+def cycle(loader: Iterable[Batch]) -> Iterator[Batch]:
     """Endless iteration over a loader (validation batches for auxiliary-task strategies)."""
     while True:
         yield from loader

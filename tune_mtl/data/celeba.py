@@ -27,18 +27,21 @@ import os
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, prepare_hint, require_files
-from tune_mtl.data.cifar10 import ImageSplit
 from tune_mtl.core.errors import UserError, unknown_name
 from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
 from tune_mtl.core.options import Field
+from tune_mtl.data import register
+from tune_mtl.data.base import Batch, DataBundle, Task, prepare_hint, require_files
+from tune_mtl.data.cifar10 import ImageSplit
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 NAME = "celeba"
 FOLDER = "celeba"
@@ -78,10 +81,16 @@ OPTIONS = {
 }
 
 
-def _celeba_class():
+# torchvision's CelebA reader (torchvision ships no type information). Read here: attr [N, 40], attr_names,
+# identity [N, 1], filename, root, _load_csv, and item i -> (image, target).
+CelebASource = Any
+
+
+def _celeba_class() -> tuple[Any, Any]:
+    """(torchvision's CelebA, the same without the per-load MD5 of the text files)."""
     from torchvision.datasets import CelebA
 
-    class LocalCelebA(CelebA):
+    class LocalCelebA(CelebA):  # type: ignore[misc]  # torchvision ships no type information: CelebA is Any
         """torchvision's reader without the per-load MD5 of the text files (checked once by `prepare`)."""
 
         file_list = [(file_id, None, filename) for file_id, _, filename in CelebA.file_list]
@@ -95,20 +104,21 @@ class SquareResize:
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def __call__(self, image) -> Tensor:
+    def __call__(self, image: Image) -> Tensor:
         from torchvision.transforms import functional as TF
 
         image = image.convert("RGB")
         side = min(image.size)
         image = TF.center_crop(image, [side, side])
         image = TF.resize(image, [self.size, self.size], antialias=True)
-        return TF.pil_to_tensor(image)
+        pixels: Tensor = TF.pil_to_tensor(image)  # torchvision is untyped: its functions return Any
+        return pixels
 
 
-class CelebASplit(Dataset):
+class CelebASplit(Dataset[Batch]):
     """One partition, decoded lazily: item -> (normalised image [3, S, S], one 0-dim target per task)."""
 
-    def __init__(self, source, indices: Tensor, targets: tuple[Tensor, ...]) -> None:
+    def __init__(self, source: CelebASource, indices: Tensor, targets: tuple[Tensor, ...]) -> None:
         self.source, self.indices, self.targets = source, indices, targets
         self.mean = torch.tensor(MEAN).view(-1, 1, 1)
         self.std = torch.tensor(STD).view(-1, 1, 1)
@@ -117,9 +127,10 @@ class CelebASplit(Dataset):
         return len(self.indices)
 
     def image(self, i: int) -> Tensor:
-        return self.source[int(self.indices[i])][0]  # torchvision's __getitem__ + SquareResize: uint8
+        pixels: Tensor = self.source[int(self.indices[i])][0]  # torchvision's __getitem__ + SquareResize: uint8
+        return pixels
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Batch:
         x = (self.image(i).float() / 255.0 - self.mean) / self.std
         return x, tuple(t[i] for t in self.targets)
 
@@ -150,7 +161,9 @@ def task_order(options: dict[str, Any]) -> list[str]:
         if main not in ATTRIBUTES and main != "identity":
             raise unknown_name(f"CelebA main task (dataset.{NAME}.main)", main, ATTRIBUTES + ("identity",))
         if main == "identity" and not options["identity"]:
-            raise UserError(f"'dataset.{NAME}.main' is 'identity' but 'dataset.{NAME}.identity' is false; set it to true")
+            raise UserError(
+                f"'dataset.{NAME}.main' is 'identity' but 'dataset.{NAME}.identity' is false; set it to true"
+            )
         names = [main] + [n for n in names if n != main]
     return names
 
@@ -159,7 +172,7 @@ def check_layout(root: str | None) -> Path:
     return require_files(NAME, root, EXPECTED, WHAT)
 
 
-def load_celeba(base: Path, image_size: int):
+def load_celeba(base: Path, image_size: int) -> CelebASource:
     _, local = _celeba_class()
     try:
         return local(str(base), split="all", target_type=["attr", "identity"], transform=SquareResize(image_size))
@@ -170,7 +183,7 @@ def load_celeba(base: Path, image_size: int):
         ) from None
 
 
-def partition_of(source) -> Tensor:
+def partition_of(source: CelebASource) -> Tensor:
     """Official partition per image (0 train, 1 valid, 2 test), via torchvision's own parser."""
     splits = source._load_csv("list_eval_partition.txt")
     rows = {"list_eval_partition.txt": len(splits.index), "list_attr_celeba.txt": len(source.attr),
@@ -181,7 +194,8 @@ def partition_of(source) -> Tensor:
             f"CelebA under '{Path(source.root) / FOLDER}' has text files of different lengths ({counts}); "
             f"run `python launch.py prepare {NAME} --root DIR`"
         )
-    return splits.data[:, 0]
+    partition: Tensor = splits.data[:, 0]
+    return partition
 
 
 def check_images(base: Path, filenames: list[str]) -> None:
@@ -275,7 +289,7 @@ def celeba(options: dict[str, Any], seed: int) -> DataBundle:
                 out.append(source.attr[idx, header.index(name)].long())
         return tuple(out)
 
-    def split(idx: Tensor):
+    def split(idx: Tensor) -> CelebASplit | ImageSplit:
         lazy = CelebASplit(source, idx, targets(idx))
         if not options["in_memory"]:
             return lazy

@@ -21,17 +21,18 @@ imbalanced (predicting "negative" everywhere already scores 90 % accuracy).
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, TensorSplit, require_files, split_indices
 from tune_mtl.core.errors import UserError
 from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
 from tune_mtl.core.options import Field
+from tune_mtl.data import register
+from tune_mtl.data.base import Batch, DataBundle, Task, TensorSplit, require_files, split_indices
 
 NAME = "cifar10"
 FOLDER = "cifar-10-batches-py"
@@ -42,7 +43,9 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
 OPTIONS = {
-    "root": Field(str, "data/cifar10", help="folder holding cifar-10-batches-py (see `launch.py prepare cifar10`)", path=True),
+    "root": Field(
+        str, "data/cifar10", help="folder holding cifar-10-batches-py (see `launch.py prepare cifar10`)", path=True
+    ),
     "download": Field(bool, False, help="let torchvision download CIFAR-10 into root if it is missing"),
     "train_size": Field(int, 45000, low=1, help="training images (from the training batches)"),
     "val_size": Field(int, 5000, low=1, help="validation images (from the training batches, disjoint)"),
@@ -59,12 +62,14 @@ class ImageSplit(TensorSplit):
     """uint8 images [N, C, H, W] kept as bytes (4x less memory, also on the GPU); each batch is converted to
     float and normalised per channel when it is sliced."""
 
-    def __init__(self, images: Tensor, targets: tuple[Tensor, ...], mean: tuple[float, ...], std: tuple[float, ...]):
+    def __init__(
+        self, images: Tensor, targets: tuple[Tensor, ...], mean: tuple[float, ...], std: tuple[float, ...]
+    ) -> None:
         super().__init__(images, targets)
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
 
-    def __getitem__(self, index: Any):
+    def __getitem__(self, index: Any) -> Batch:
         x = self.inputs[index]
         single = x.dim() == 3
         x = x.unsqueeze(0) if single else x
@@ -74,7 +79,9 @@ class ImageSplit(TensorSplit):
         return (x[0] if single else x), tuple(t[index] for t in self.targets)
 
 
-def corrupt(labels: Tensor, fraction: float, kind: str, tasks: str, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def corrupt(
+    labels: Tensor, fraction: float, kind: str, tasks: str, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """labels [T, N] in {0, 1} -> (noisy labels, mask of the drawn samples [T, N])."""
     noisy, mask = labels.clone(), torch.zeros_like(labels, dtype=torch.bool)
     n = labels.shape[1]
@@ -99,10 +106,20 @@ def binary_tasks(names: list[str], primary: str) -> list[Task]:
     ]
 
 
-def _cifar_class():
+class CifarImages(Protocol):
+    """What this module reads of torchvision's CIFAR10: the images and their class ids."""
+
+    data: np.ndarray  # [N, 32, 32, 3] uint8
+    targets: list[int]
+
+    def __len__(self) -> int: ...
+
+
+def _cifar_class() -> tuple[Any, Any]:
+    """(torchvision's CIFAR10, the same without the per-load MD5): classes of an untyped library."""
     from torchvision.datasets import CIFAR10
 
-    class LocalCIFAR10(CIFAR10):
+    class LocalCIFAR10(CIFAR10):  # type: ignore[misc]  # torchvision ships no type information: CIFAR10 is Any
         """torchvision's reader without the per-load MD5 (checked once by `prepare`); same files, same folder."""
 
         train_list = [[name, None] for name, _ in CIFAR10.train_list]
@@ -112,10 +129,11 @@ def _cifar_class():
     return CIFAR10, LocalCIFAR10
 
 
-def load_cifar(root: str, train: bool):
+def load_cifar(root: str, train: bool) -> CifarImages:
     _, local = _cifar_class()
     try:
-        return local(root, train=train, download=False)
+        images: CifarImages = local(root, train=train, download=False)
+        return images
     except Exception as err:  # noqa: BLE001 - a truncated or foreign pickle fails in many ways
         raise UserError(
             f"could not read CIFAR-10 under '{root}/{FOLDER}' ({type(err).__name__}: {err}); "
@@ -123,7 +141,7 @@ def load_cifar(root: str, train: bool):
         ) from None
 
 
-def check_layout(root: str | None):
+def check_layout(root: str | None) -> Path:
     return require_files(NAME, root, FILES, WHAT)
 
 
@@ -149,7 +167,7 @@ def prepare(root: str, download: bool) -> str:
     return f"{NAME}: CIFAR-10 found under '{base / FOLDER}' ({len(train)} train, {len(test)} test images; {checksum})"
 
 
-def take(dataset, idx: Tensor) -> tuple[Tensor, Tensor]:
+def take(dataset: CifarImages, idx: Tensor) -> tuple[Tensor, Tensor]:
     images = torch.from_numpy(np.ascontiguousarray(dataset.data[idx.numpy()])).permute(0, 3, 1, 2).contiguous()
     return images, torch.as_tensor(dataset.targets)[idx]
 

@@ -20,10 +20,13 @@ trainId -> category table (from label_19/, or label_7/ / label/ as shipped when 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from tune_mtl.core.errors import UserError
+from tune_mtl.core.options import Field
 from tune_mtl.data import register
 from tune_mtl.data.base import DataBundle, Task
 from tune_mtl.data.npy_dense import (
@@ -39,8 +42,6 @@ from tune_mtl.data.npy_dense import (
     parse_size,
     segmentation_task,
 )
-from tune_mtl.core.errors import UserError
-from tune_mtl.core.options import Field
 
 NAME = "cityscapes"
 ARCHIVE_URL = "https://www.dropbox.com/s/lg2ktu7o8hzwf99/cityscapes2.zip?dl=0"
@@ -81,7 +82,7 @@ def _what(label_folder: str) -> str:
     )
 
 
-def _resolve(root: str | None, mode: str, classes: int | None) -> tuple[str | None, int, str, tuple | None]:
+def _resolve(root: str | None, mode: str, classes: int | None) -> tuple[str | None, int, str, tuple[int, ...] | None]:
     if classes is None:
         classes = 19 if mode == "fine" else 7
     if mode == "coarse" and classes != 7:
@@ -132,6 +133,15 @@ def cityscapes(options: dict[str, Any], seed: int) -> DataBundle:
     )
 
 
-def _split(folder, indices, augment, label_folder, classes, scales, size, label_map) -> NpyDenseSplit:
+def _split(
+    folder: Path,
+    indices: list[int],
+    augment: bool,
+    label_folder: str,
+    classes: int,
+    scales: Sequence[float],
+    size: tuple[int, int] | None,
+    label_map: Sequence[int] | None,
+) -> NpyDenseSplit:
     return NpyDenseSplit(folder, indices, label_folder, classes, with_normal=False, augment=augment,
                          scales=scales, size=size, label_map=label_map)

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, TensorSplit, require_files, split_indices
 from tune_mtl.core.errors import UserError
 from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
 from tune_mtl.core.options import Field
+from tune_mtl.data import register
+from tune_mtl.data.base import DataBundle, Task, TensorSplit, require_files, split_indices
 
 NAME = "multi_mnist"
 RAW_FILES = [
@@ -42,7 +42,9 @@ CANVAS, DIGIT, OFFSET, SIZE = 36, 28, 6, 28
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics, as in Sener & Koltun's loader
 
 OPTIONS = {
-    "root": Field(str, "data/multi_mnist", help="folder holding MNIST/raw (see `launch.py prepare multi_mnist`)", path=True),
+    "root": Field(
+        str, "data/multi_mnist", help="folder holding MNIST/raw (see `launch.py prepare multi_mnist`)", path=True
+    ),
     "download": Field(bool, False, help="let torchvision download MNIST into root if it is missing"),
     "train_size": Field(int, 50000, low=1, help="training images (from MNIST train)"),
     "val_size": Field(int, 10000, low=1, help="validation images (from MNIST train, disjoint from training)"),
@@ -73,11 +75,20 @@ def pair(pool: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, 
     return pool, pool[partner]
 
 
-def load_mnist(root: str, train: bool, download: bool):
+class Digits(Protocol):
+    """What this module reads of torchvision's MNIST: the digit images and their labels."""
+
+    data: torch.Tensor  # [N, 28, 28] uint8
+    targets: torch.Tensor  # [N]
+
+    def __len__(self) -> int: ...
+
+
+def load_mnist(root: str, train: bool, download: bool) -> Digits:
     from torchvision.datasets import MNIST
 
     try:
-        digits = MNIST(root, train=train, download=download)
+        digits: Digits = MNIST(root, train=train, download=download)
     except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as err:
         raise UserError(
             f"could not read MNIST under '{root}' ({err}); run `python launch.py prepare {NAME} --root DIR`"
@@ -112,7 +123,7 @@ def write_idx(root: str | Path, split: str, images: np.ndarray, labels: np.ndarr
     (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", IDX_LABELS, len(labels)) + labels.tobytes())
 
 
-def check_layout(root: str | None):
+def check_layout(root: str | None) -> Path:
     return require_files(NAME, root, RAW_FILES, WHAT)
 
 

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tune_mtl.data.base import Task, prepare_hint, require_files
 from tune_mtl.core.errors import UserError
 from tune_mtl.core.metrics import (
     DepthMetric,
@@ -43,6 +43,7 @@ from tune_mtl.core.metrics import (
     per_sample_segmentation_cross_entropy,
 )
 from tune_mtl.core.options import Field
+from tune_mtl.data.base import Batch, Task, prepare_hint, require_files
 
 MTAN_SCALES = (1.0, 1.2, 1.5)
 
@@ -68,10 +69,10 @@ def indices_of(folder: Path) -> list[int]:
     return sorted(out)
 
 
-def find_layout_root(root: str | os.PathLike | None, marker: str) -> str | None:
+def find_layout_root(root: str | os.PathLike[str] | None, marker: str) -> str | None:
     """`root`, or its single sub-folder holding `marker` (an unzipped archive often adds one folder level)."""
     if not root:
-        return root
+        return None if root is None else str(root)
     base = Path(root).expanduser()
     if (base / marker).exists() or not base.is_dir():
         return str(root)
@@ -107,7 +108,7 @@ def check_layout(
     return base, found
 
 
-def parse_size(dataset: str, value: list | None) -> tuple[int, int] | None:
+def parse_size(dataset: str, value: list[Any] | None) -> tuple[int, int] | None:
     if value is None:
         return None
     if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in value):
@@ -115,7 +116,7 @@ def parse_size(dataset: str, value: list | None) -> tuple[int, int] | None:
     return int(value[0]), int(value[1])
 
 
-def parse_scales(dataset: str, value: list | None) -> tuple[float, ...]:
+def parse_scales(dataset: str, value: list[Any] | None) -> tuple[float, ...]:
     if value is None:
         return MTAN_SCALES
     if not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1.0 for v in value):
@@ -135,17 +136,18 @@ def split_train_val(indices: list[int], fraction: float, seed: int) -> tuple[lis
 
 
 # -- geometry shared by all dense tasks -----------------------------------------------------------------
-def resize_sample(
-    image: Tensor, label: Tensor | None, depth: Tensor | None, normal: Tensor | None, size: tuple[int, int]
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+# One sample's modalities: image, segmentation label and depth always; surface normals only where the data set
+# has them.
+Sample = tuple[Tensor, Tensor, Tensor, Tensor | None]
+
+
+def resize_sample(image: Tensor, label: Tensor, depth: Tensor, normal: Tensor | None, size: tuple[int, int]) -> Sample:
     """Resize to `size`: bilinear for image/normals (normals re-normalised), nearest for labels and depth."""
     if tuple(image.shape[-2:]) == tuple(size):
         return image, label, depth, normal
     image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=True)[0]
-    if label is not None:
-        label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].long()
-    if depth is not None:
-        depth = F.interpolate(depth[None], size=size, mode="nearest")[0]
+    label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    depth = F.interpolate(depth[None], size=size, mode="nearest")[0]
     if normal is not None:
         valid = normal.abs().sum(0, keepdim=True) > 0
         normal = F.interpolate(normal[None], size=size, mode="bilinear", align_corners=True)[0]
@@ -156,14 +158,14 @@ def resize_sample(
 
 def scale_crop_flip(
     image: Tensor,
-    label: Tensor | None,
-    depth: Tensor | None,
+    label: Tensor,
+    depth: Tensor,
     normal: Tensor | None,
     scale: float,
     top: int,
     left: int,
     flip: bool,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+) -> Sample:
     """MTAN's scale-crop with a given window (top, left, H/scale, W/scale), then an optional mirror."""
     height, width = image.shape[-2:]
     h, w = int(height / scale), int(width / scale)
@@ -174,23 +176,23 @@ def scale_crop_flip(
     if scale != 1.0:
         size = (height, width)
         image = F.interpolate(crop(image), size=size, mode="bilinear", align_corners=True)[0]
-        if label is not None:
-            label = F.interpolate(crop(label)[None].float(), size=size, mode="nearest")[0, 0].long()
-        if depth is not None:
-            depth = F.interpolate(crop(depth), size=size, mode="nearest")[0] / scale
+        label = F.interpolate(crop(label)[None].float(), size=size, mode="nearest")[0, 0].long()
+        depth = F.interpolate(crop(depth), size=size, mode="nearest")[0] / scale
         if normal is not None:
             normal = F.interpolate(crop(normal), size=size, mode="bilinear", align_corners=True)[0]
     if flip:
         image = image.flip(-1)
-        label = None if label is None else label.flip(-1)
-        depth = None if depth is None else depth.flip(-1)
+        label = label.flip(-1)
+        depth = depth.flip(-1)
         if normal is not None:
             normal = normal.flip(-1).clone()
             normal[0] = -normal[0]  # mirroring the image mirrors the surfaces: x of every normal changes sign
     return image, label, depth, normal
 
 
-def random_scale_crop_flip(image, label, depth, normal, scales: Sequence[float]):
+def random_scale_crop_flip(
+    image: Tensor, label: Tensor, depth: Tensor, normal: Tensor | None, scales: Sequence[float]
+) -> Sample:
     """Random window and flip from torch's global generator (seeded per trial and per loader worker)."""
     height, width = image.shape[-2:]
     scale = scales[int(torch.randint(len(scales), ()))]
@@ -201,7 +203,7 @@ def random_scale_crop_flip(image, label, depth, normal, scales: Sequence[float])
     return scale_crop_flip(image, label, depth, normal, scale, top, left, flip)
 
 
-class NpyDenseSplit(Dataset):
+class NpyDenseSplit(Dataset[Batch]):
     """Samples `indices` of one folder (`train/` or `val/`) of the .npy layout.
 
     `label_folder` names the segmentation folder (`label`, `label_7`, ...), `label_map` optionally maps stored
@@ -229,9 +231,10 @@ class NpyDenseSplit(Dataset):
         return len(self.indices)
 
     def _load(self, modality: str, index: int) -> np.ndarray:
-        return np.load(self.folder / modality / f"{index}.npy")
+        array: np.ndarray = np.load(self.folder / modality / f"{index}.npy")  # numpy types np.load as Any
+        return array
 
-    def load_raw(self, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    def load_raw(self, i: int) -> Sample:
         """Item `i` as stored (channels-first), before resizing and augmentation."""
         index = self.indices[i]
         image = torch.from_numpy(np.ascontiguousarray(np.moveaxis(self._load("image", index), -1, 0))).float()
@@ -251,7 +254,7 @@ class NpyDenseSplit(Dataset):
             label = self.label_map[label]
         return image, label, depth, normal
 
-    def __getitem__(self, i: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+    def __getitem__(self, i: int) -> Batch:
         image, label, depth, normal = self.load_raw(i)
         if self.size is not None:
             image, label, depth, normal = resize_sample(image, label, depth, normal, self.size)
@@ -271,7 +274,7 @@ def input_shape_of(folder: Path, index: int, size: tuple[int, int] | None) -> tu
 
 def build_splits(
     dataset: str,
-    options: dict,
+    options: dict[str, Any],
     seed: int,
     base: Path,
     found: dict[str, list[int]],

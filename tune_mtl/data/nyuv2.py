@@ -14,9 +14,12 @@ See `tune_mtl/data/npy_dense.py` for the shared loading and augmentation code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from tune_mtl.core.errors import UserError
 from tune_mtl.data import register
 from tune_mtl.data.base import DataBundle, Task
 from tune_mtl.data.npy_dense import (
@@ -32,7 +35,6 @@ from tune_mtl.data.npy_dense import (
     parse_size,
     segmentation_task,
 )
-from tune_mtl.core.errors import UserError
 
 NAME = "nyuv2"
 NUM_CLASSES = 13
@@ -80,6 +82,13 @@ def nyuv2(options: dict[str, Any], seed: int) -> DataBundle:
     )
 
 
-def _split(folder, indices, augment, num_classes, scales, size) -> NpyDenseSplit:
+def _split(
+    folder: Path,
+    indices: list[int],
+    augment: bool,
+    num_classes: int,
+    scales: Sequence[float],
+    size: tuple[int, int] | None,
+) -> NpyDenseSplit:
     return NpyDenseSplit(folder, indices, "label", num_classes, with_normal=True, augment=augment,
                          scales=scales, size=size)

@@ -26,12 +26,12 @@ from torchvision.datasets import OxfordIIITPet
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, prepare_hint, require_files
-from tune_mtl.data.npy_dense import segmentation_task, split_train_val
 from tune_mtl.core.errors import UserError
 from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
 from tune_mtl.core.options import Field
+from tune_mtl.data import register
+from tune_mtl.data.base import Batch, DataBundle, Task, prepare_hint, require_files
+from tune_mtl.data.npy_dense import segmentation_task, split_train_val
 
 NAME = "oxford_pet"
 NUM_BREEDS = 37
@@ -96,7 +96,7 @@ def trimap_to_classes(trimap: np.ndarray) -> Tensor:
     return labels
 
 
-class PetSplit(Dataset):
+class PetSplit(Dataset[Batch]):
     """Items `indices` of a torchvision `OxfordIIITPet` -> (image [3, S, S], (trimap classes [S, S], breed []))."""
 
     def __init__(self, pets: OxfordIIITPet, indices: list[int], size: int, augment: bool) -> None:
@@ -137,7 +137,14 @@ def declare_tasks(options: dict[str, Any]) -> list[Task]:
                  MetricDirection("accuracy", True))]
 
 
-@register(NAME, OPTIONS, prepare=prepare, default_model="unet", tasks=declare_tasks, aliases=('oxford_pet_iii', 'oxford_iiit_pet', 'oxfordpet', 'pet'))
+@register(
+    NAME,
+    OPTIONS,
+    prepare=prepare,
+    default_model="unet",
+    tasks=declare_tasks,
+    aliases=("oxford_pet_iii", "oxford_iiit_pet", "oxfordpet", "pet"),
+)
 def oxford_pet(options: dict[str, Any], seed: int) -> DataBundle:
     """Oxford-IIIT Pet (torchvision files): 3-class trimap segmentation (main), 37-breed classification."""
     base = str(check_files(options["root"]))

@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 
-from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, TensorSplit
+from tune_mtl.core.errors import UserError
 from tune_mtl.core.metrics import (
     ClassificationMetric,
     MetricDirection,
@@ -29,8 +28,9 @@ from tune_mtl.core.metrics import (
     per_sample_cross_entropy,
     per_sample_mse,
 )
-from tune_mtl.core.errors import UserError
 from tune_mtl.core.options import Field
+from tune_mtl.data import register
+from tune_mtl.data.base import DataBundle, Task, TensorSplit
 
 NOISE_CONSTANT = -0.5
 NOISE_STD = 0.2
@@ -111,7 +111,7 @@ def _build(options: dict[str, Any], seed: int, regression: bool) -> DataBundle:
         torch.Generator().manual_seed(data_seed + 1),
     )
 
-    def split(inputs, targets):
+    def split(inputs: torch.Tensor, targets: torch.Tensor) -> TensorSplit:  # targets [T, N, ...]
         return TensorSplit(inputs, tuple(targets[t] for t in range(T)))
 
     return DataBundle(
