@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,12 +16,11 @@ import torch
 from torch import Tensor
 
 from tune_mtl import data, models, strategies
+from tune_mtl.core.delta_m import delta_m
+from tune_mtl.data.base import Batch, TensorSplit, cycle, make_loader
+from tune_mtl.strategies.base import StepContext
 from tune_mtl.training.objective import resolve_objective
 from tune_mtl.training.trial_config import TrialConfig
-from tune_mtl.core.delta_m import delta_m
-from tune_mtl.data.base import Batch, Task, TensorSplit, cycle, make_loader
-from tune_mtl.core.errors import UserError
-from tune_mtl.strategies.base import StepContext
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +188,7 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        loader_generator = getattr(self.train_loader, "generator", None)
+        loader_generator = self.train_loader.generator  # TensorBatches and DataLoader both keep theirs
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -219,5 +217,6 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
-        if rng["loader"] is not None and getattr(self.train_loader, "generator", None) is not None:
-            self.train_loader.generator.set_state(rng["loader"])
+        loader_generator = self.train_loader.generator
+        if rng["loader"] is not None and loader_generator is not None:
+            loader_generator.set_state(rng["loader"])
