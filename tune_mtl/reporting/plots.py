@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from tune_mtl.storage.run_folder import RunFolder  # noqa: E402
@@ -30,7 +31,7 @@ def _objective_label(summary: dict[str, Any], split: str = "validation") -> str:
     return f"{split} {o['metric']} of {o['task']} ({_direction(o['mode'])})"
 
 
-def _save(fig, path: Path, bottom: float = 0.0) -> Path:
+def _save(fig: Figure, path: Path, bottom: float = 0.0) -> Path:
     fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))  # `bottom`: the figure fraction kept for the caveats
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -46,7 +47,7 @@ def caveats(summary: dict[str, Any]) -> list[str]:
     return ["one seed per configuration (no final stage): no error bars; re-run with --final-seeds N"]
 
 
-def _caveat_box(fig, summary: dict[str, Any]) -> float:
+def _caveat_box(fig: Figure, summary: dict[str, Any]) -> float:
     """The caveats in red under the axes; returns the figure fraction they take (for _save)."""
     notes = caveats(summary)
     if not notes:

@@ -27,7 +27,7 @@ Statistics (why these):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -147,7 +147,7 @@ def final_record(history: Sequence[Mapping[str, Any]], mode: str, primary: Seque
 
 
 # -- records -> verdict ----------------------------------------------------------------------------------
-def _better(mode: str):
+def _better(mode: str) -> Callable[[float, float], bool]:
     return (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
 
 
@@ -167,10 +167,10 @@ def chosen_candidate(records: Sequence[Mapping[str, Any]], mode: str) -> int | N
     if not by_candidate:
         return None
     better = _better(mode)
-    best = None
-    for candidate, values in sorted(by_candidate.items()):
-        mean = math.fsum(values) / len(values)
-        if best is None or better(mean, best[1]):
+    means = [(candidate, math.fsum(values) / len(values)) for candidate, values in sorted(by_candidate.items())]
+    best = means[0]
+    for candidate, mean in means[1:]:
+        if better(mean, best[1]):
             best = (candidate, mean)
     return best[0]
 
@@ -351,4 +351,4 @@ def verdict_dict(verdict: Mapping[str, Any]) -> dict[str, Any]:
             return [clean(v) for v in value]
         return value
 
-    return clean(verdict)
+    return {str(k): clean(v) for k, v in verdict.items()}
