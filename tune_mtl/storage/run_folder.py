@@ -29,7 +29,7 @@ OPTUNA_DB = "optuna.db"
 SPEC_FILE = "search_space.yaml"
 HERE = "."  # run.json's tune_storage for a local run: the folder run.json is in
 # URL schemes pyarrow (Ray Tune's storage layer) can write to.
-STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
 # Pseudo file systems: writable-looking paths that do not keep files.
 PSEUDO_FS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
