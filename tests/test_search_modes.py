@@ -32,7 +32,8 @@ def search(tmp_path: Path, name: str, strategies: list, search_section: dict, *a
 
 
 def last_rows(run: Path, strategy: str) -> list[dict]:
-    return [json.loads((d / "result.json").read_text().splitlines()[-1]) for d in (run / "trials").glob(f"{strategy}-*")]
+    folders = (run / "trials").glob(f"{strategy}-*")
+    return [json.loads((d / "result.json").read_text().splitlines()[-1]) for d in folders]
 
 
 @pytest.mark.ray
@@ -100,7 +101,8 @@ def test_pbt_runs_without_optuna_and_is_set_up_to_mutate_the_learning_rate(tmp_p
     assert isinstance(per_strategy, PerStrategyScheduler) and set(per_strategy.children) <= {"uniform"}
     scheduler = per_strategy.recipe.make()
     assert isinstance(scheduler, PopulationBasedTraining) and scheduler._perturbation_interval == 1
-    assert set(scheduler._hyperparam_mutations) == {"optimizer"} and "lr" in scheduler._hyperparam_mutations["optimizer"]
+    mutations = scheduler._hyperparam_mutations
+    assert set(mutations) == {"optimizer"} and "lr" in mutations["optimizer"]
     assert make_searcher(spec, open_run(tmp_path / "pbt"), None, 1) is None
 
 

@@ -19,12 +19,18 @@ import copy
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tune_mtl.core.keys import SCORE, TRIAL_NAME
 from tune_mtl.reporting import verdict as verdict_lib
 from tune_mtl.search.spec import Range, SearchSpec
 from tune_mtl.storage.run_folder import RunFolder
+
+if TYPE_CHECKING:  # imported where used at run time: Ray and the data registry are heavy
+    from ray.tune import Tuner
+    from ray.tune.search import Searcher
+
+    from tune_mtl.data.base import Task
 
 FINAL = "final"  # the Tune experiment folder of the final stage
 # Final seeds are far from any search seed (every search trial runs with search.seed), so none repeats one.
@@ -80,7 +86,7 @@ def final_trial_configs(best_configs: dict[str, list[dict[str, Any]]], seeds: li
     return configs
 
 
-def fixed_configs_searcher(configs: list[dict[str, Any]]):
+def fixed_configs_searcher(configs: list[dict[str, Any]]) -> Searcher:
     """A Tune searcher that hands out exactly `configs`, in order, then says it is finished (Tune's own
     generators only vary a param space; these configurations differ jointly)."""
     import pickle
@@ -94,11 +100,12 @@ def fixed_configs_searcher(configs: list[dict[str, Any]]):
 
         def suggest(self, trial_id: str) -> dict[str, Any] | None:
             if self.next >= len(self.configs):
-                return Searcher.FINISHED
+                # Ray annotates suggest as Optional[Dict] while documenting (and handling) FINISHED, a str.
+                return Searcher.FINISHED  # type: ignore[return-value]
             self.next += 1
             return copy.deepcopy(self.configs[self.next - 1])
 
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
             pass
 
         def save(self, checkpoint_path: str) -> None:
@@ -112,7 +119,7 @@ def fixed_configs_searcher(configs: list[dict[str, Any]]):
     return FixedConfigs()
 
 
-def build_final_tuner(spec: SearchSpec, run: RunFolder, configs: list[dict[str, Any]], verbose: int = 0):
+def build_final_tuner(spec: SearchSpec, run: RunFolder, configs: list[dict[str, Any]], verbose: int = 0) -> Tuner:
     """One Tuner over every final trial, in parallel as the resources allow."""
     from ray import tune
 
@@ -142,7 +149,7 @@ def build_final_tuner(spec: SearchSpec, run: RunFolder, configs: list[dict[str, 
     )
 
 
-def _declared(spec: SearchSpec) -> list:
+def _declared(spec: SearchSpec) -> list[Task]:
     from tune_mtl import data
 
     fixed = {k: v for k, v in spec.dataset.items() if k != "name" and not isinstance(v, Range)}
@@ -203,7 +210,7 @@ def run_final_stage(spec: SearchSpec, run: RunFolder, best_configs: dict[str, li
     return records_from_rows(load_trials(path), spec, run.objective["mode"])
 
 
-def _trainable(spec: SearchSpec):
+def _trainable(spec: SearchSpec) -> Any:  # a Ray trainable (tune.with_resources), as make_trainable gives
     from tune_mtl.search.experiment import make_trainable
 
     return make_trainable(spec)

@@ -7,6 +7,8 @@ one back from this process's registry when unpickled (a resume passes --optuna-s
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 
 from tune_mtl.core.errors import UserError
@@ -19,18 +21,18 @@ _OPENED_SQLITE: list[str] = []
 
 
 class MaskedRDBStorage(optuna.storages.RDBStorage):
-    def __init__(self, url: str, **kwargs) -> None:
+    def __init__(self, url: str, **kwargs: Any) -> None:
         _REAL_URLS[mask_url(url)] = url
         if url.startswith("sqlite"):
             _OPENED_SQLITE[:] = [url]
         super().__init__(url, **kwargs)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["url"] = mask_url(self.url)
         return state
 
-    def __setstate__(self, state) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         url = _REAL_URLS.get(state["url"], state["url"])
         if url.startswith("sqlite") and _OPENED_SQLITE:
             url = _OPENED_SQLITE[0]  # the study of the folder being resumed, never the one it was copied from

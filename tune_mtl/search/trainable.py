@@ -22,11 +22,16 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tune_mtl.core.keys import AT_SCORE, DIVERGED, FAILURE_REASON, OBJECTIVE, SCORE, SCORE_EPOCH, TRACKING, TRIAL_NAME
+
+if TYPE_CHECKING:  # both imported where used at run time: Ray and the training stack load inside the trial
+    from ray.tune import Checkpoint
+
+    from tune_mtl.training.trainer import Trainer
 
 CHECKPOINT_FILE = "trainer.pt"
 # The trial's own wall clock (sub-second; Tune's `timestamp` is whole seconds): when the trial process began
@@ -49,7 +54,9 @@ def assigned_cpus() -> int:
 
     if not ray.is_initialized():
         return torch.get_num_threads()
-    return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    # Ray leaves RuntimeContext.get_assigned_resources unannotated (a dict of resource name -> amount).
+    resources = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
+    return max(1, int(resources.get("CPU", 1)))
 
 
 class Score:
@@ -93,7 +100,7 @@ class Score:
             self.model_state = torch.load(folder / SCORED_MODEL_FILE, weights_only=True)
 
 
-def failure_result(trainer, reason: str) -> dict[str, Any]:
+def failure_result(trainer: Trainer, reason: str) -> dict[str, Any]:
     """NaN for every validation/test metric (whichever the search optimises), plus the reason."""
     metrics: dict[str, Any] = {"epoch": trainer.epoch, DIVERGED: True, FAILURE_REASON: reason}
     for split in ("val", "test"):
@@ -104,7 +111,7 @@ def failure_result(trainer, reason: str) -> dict[str, Any]:
     return metrics
 
 
-def load_checkpoint(trainer, checkpoint, score: Score | None = None) -> None:
+def load_checkpoint(trainer: Trainer, checkpoint: Checkpoint, score: Score | None = None) -> None:
     with checkpoint.as_directory() as folder:
         trainer.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=False))
         if score is not None:
@@ -115,7 +122,7 @@ def load_checkpoint(trainer, checkpoint, score: Score | None = None) -> None:
         group["lr"] = trainer.cfg.optimizer["lr"]
 
 
-def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], str | None, dict | None]:
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], str | None, dict[str, Any] | None]:
     """(the Trainer's config, the trial name, the W&B settings): TrialConfig accepts only its own keys."""
     config = copy.deepcopy(dict(config))
     return config, config.pop(TRIAL_NAME, None), config.pop(TRACKING, None)
