@@ -39,6 +39,7 @@ CHECKPOINT_FILE = "trainer.pt"
 STARTED_AT, WALL_CLOCK = "started_at", "wall_clock"
 SCORED_MODEL_FILE = "scored_model.pt"  # the model weights at the scored epoch
 SCORE_FILE = "score.json"
+EPOCH_FILE = "epoch.json"  # the epoch a checkpoint holds (see existing_checkpoint)
 
 
 def pick_device() -> torch.device:
@@ -122,6 +123,39 @@ def load_checkpoint(trainer: Trainer, checkpoint: Checkpoint, score: Score | Non
         group["lr"] = trainer.cfg.optimizer["lr"]
 
 
+def _saved_epoch(filesystem: Any, folder: str) -> int | None:
+    """The epoch a checkpoint folder holds (from its small epoch file), or None if it is incomplete."""
+    import pyarrow
+
+    try:
+        with filesystem.open_input_stream(f"{folder}/{EPOCH_FILE}") as stream:
+            return int(json.loads(stream.read().decode())["epoch"])
+    except (OSError, pyarrow.ArrowException, ValueError, KeyError):
+        return None
+
+
+def existing_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
+    """The checkpoint to restore: Tune's, or, when that folder no longer exists, the newest complete one beside it.
+
+    Tune restores a trial with the checkpoint its last experiment snapshot names. A driver killed after Tune
+    rotated that checkpoint away (`num_to_keep`) and before the next snapshot leaves a stale name while newer
+    checkpoints sit beside it; Tune also reuses folder numbers after a restore, so "newest" is decided by the
+    epoch saved inside each folder, not by its number."""
+    import pyarrow.fs
+    from ray import tune
+
+    filesystem, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        return checkpoint
+    parent = path.rsplit("/", 1)[0]
+    folders = [info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
+               if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")]
+    saved = [(epoch, folder) for folder in folders if (epoch := _saved_epoch(filesystem, folder)) is not None]
+    if not saved:
+        return checkpoint  # nothing to fall back to: Tune's own error names the missing folder
+    return tune.Checkpoint(max(saved)[1], filesystem=filesystem)
+
+
 def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], str | None, dict[str, Any] | None]:
     """(the Trainer's config, the trial name, the W&B settings): TrialConfig accepts only its own keys."""
     config = copy.deepcopy(dict(config))
@@ -154,7 +188,7 @@ def run_trial(config: dict[str, Any]) -> None:
     score = Score(trainer.objective.mode)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        load_checkpoint(trainer, checkpoint, score)
+        load_checkpoint(trainer, existing_checkpoint(checkpoint), score)
     logger = trial_logger(tracking, name, trainer_config["strategy"]["name"], trainer_config)
     try:
         epochs = trainer.cfg.training["epochs"]
@@ -177,6 +211,7 @@ def run_trial(config: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT_FILE)
                 score.save(Path(folder))
+                (Path(folder) / EPOCH_FILE).write_text(json.dumps({"epoch": trainer.epoch}))  # written last
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
     finally:
         logger.summary(score.result())
