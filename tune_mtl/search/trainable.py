@@ -145,6 +145,8 @@ def existing_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
     from ray import tune
 
     filesystem, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    if filesystem is None:  # Ray types it Optional; Checkpoint.__init__ resolves one from any non-empty path
+        return checkpoint
     if filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
         return checkpoint
     parent = path.rsplit("/", 1)[0]
