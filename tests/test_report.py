@@ -81,14 +81,14 @@ def test_storage_url_is_passed_to_tune(tmp_path, ray_session, monkeypatch):
         "dataset": {"name": "toy_regression", "input_dim": 10, "num_samples": 200},
         "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-3, 1.0e-1]}},
         "training": {"batch_size": 32, "epochs": 1}, "strategies": ["uniform"],
-        "search": {"num_samples": 2, "scheduler": "fifo"},
+        "search": {"num_samples": 2, "scheduler": "fifo", "final": {"seeds": 0}},
     }))
     url = f"file://{tmp_path / 'shared'}"
     assert main(["search", "--config", str(config), "--storage-path", url, "--name", "u", "--quiet",
                  "--wandb-mode", "disabled"]) == 0
     shared, local = tmp_path / "shared" / "u", tmp_path / "runs" / "u"
-    assert len(list((shared / "uniform").glob("train_trial_*/result.json"))) == 2
-    assert (local / "optuna.db").exists() and not (local / "uniform").exists()
+    assert sorted(p.parent.name for p in (shared / "trials").glob("*/result.json")) == ["uniform-1", "uniform-2"]
+    assert (local / "optuna.db").exists() and not (local / "trials").exists()
     assert (shared / "summary.json").read_text() == (local / "summary.json").read_text()
     assert main(["report", str(local)]) == 0  # reads the trial results back through the URL
     assert json.loads((local / "summary.json").read_text())["strategies"]["uniform"]["trials"] == 2
