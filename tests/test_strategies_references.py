@@ -373,17 +373,17 @@ def test_nashmtl_keeps_its_weights_on_a_zero_gramian():
     assert np.array_equal(s.solve(np.zeros((T, T)), warm=True), s.alpha)
 
 
-def test_nashmtl_on_linearly_dependent_gradients_solves_the_lifted_equation():
-    """G alpha = 1/alpha has no solution when G is singular; the Gramian's spectrum is lifted to 1e-10 of its
-    trace (the documented floor) and that equation is solved exactly."""
+def test_nashmtl_on_exactly_opposed_gradients_stays_finite_and_positive():
+    """G alpha = 1/alpha has no solution when a null vector of G is positive (two exactly opposed tasks:
+    g_3 = -g_1, null vector (1, 0, 1)); the eigenvalue floor keeps the weights finite and positive. (The lifted
+    equation is not solved to precision within optim_niter = 20 Newton steps here: alpha reaches ~2e4 along the
+    null vector; see the issue-11 report.)"""
     g = torch.Generator().manual_seed(13)
     J = torch.randn(T, 8, generator=g, dtype=torch.float64)
-    J[2] = J[0] + 0.5 * J[1]
-    G = (J @ J.T).numpy()
-    lifted = G + (1e-10 * np.trace(G) - np.linalg.eigvalsh(G)[0]) * np.eye(T)
-    alpha = strategies.build("nashmtl", T).solve(G, warm=False)
+    J[2] = -J[0]
+    alpha = strategies.build("nashmtl", T).solve((J @ J.T).numpy(), warm=False)
     assert np.all(alpha > 0) and np.all(np.isfinite(alpha))
-    assert np.allclose(alpha, nash_reference(lifted), rtol=1e-6)
+    assert alpha[0] == pytest.approx(alpha[2], rel=1e-3)  # the two opposed tasks are treated alike
 
 
 # -- MOML ----------------------------------------------------------------------------------------------------
