@@ -71,8 +71,9 @@ def measure(command: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any
     reader.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n{''.join(t for _, t in lines[-40:])}")
+    # When the last line was printed: for the service, the summary (then Ray's local shutdown takes its time).
     return {"start": start, "wall_s": time.time() - start, "peak_rss_mb": peak / 2**20, "lines": len(lines),
-            "output": lines}
+            "last_output_s": lines[-1][0] if lines else 0.0, "output": lines}
 
 
 def bench_env() -> dict[str, str]:
@@ -87,6 +88,8 @@ def service_run(storage: Path, wandb: str, root: Path) -> dict[str, Any]:
                "--max-concurrent-trials", "1", "--storage-path", str(storage), "--name", "service"]
     if wandb != "offline":  # offline is the default without a W&B key: pass nothing, as a user would
         command += ["--wandb-mode", wandb]
+    if "--final-seeds" in (root / "tune_mtl" / "cli.py").read_text():
+        command += ["--final-seeds", "0"]  # the verdict's re-training after the search is more work, not overhead
     # The checkout's own package, in the driver and in Ray's workers (they inherit the driver's environment).
     result = measure(command, root, {**bench_env(), "PYTHONPATH": str(root)})
     run = storage / "service"
@@ -194,7 +197,7 @@ def main() -> None:
     def stats(kind: str, key: str) -> dict[str, float]:
         return summary([r[key] for r in runs[kind]])
 
-    keys = ("wall_s", "first_trial_s", "peak_rss_mb", "lines")
+    keys = ("wall_s", "last_output_s", "first_trial_s", "peak_rss_mb", "lines")
     report = {
         "environment": environment(),
         "setup": {"config": str(CONFIG.relative_to(ROOT)), "strategy": STRATEGY, "trials": TRIALS, "epochs": EPOCHS,
