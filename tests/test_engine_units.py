@@ -14,7 +14,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from tune_mtl import data
 from tune_mtl.core.keys import DIVERGED, SCORE, SCORE_EPOCH, TRIAL_NAME
 from tune_mtl.search.categorical_space import StrategyChoiceSpace, StrategySpace, paired_draws
-from tune_mtl.search.plan import paired, sampler_plan, sampler_seed
+from tune_mtl.search.plan import paired, paired_draws_seed, sampler_plan, sampler_seed
 from tune_mtl.search.schedulers import PerStrategyScheduler, SchedulerRecipe
 from tune_mtl.search.searcher import Objectives, StudySearcher, StudySetup
 from tune_mtl.search.spec import load_spec
@@ -38,7 +38,7 @@ def searcher_for(spec, storage, budget=3, categorical=False, startup=10):
     if categorical:
         setups = [StudySetup("categorical", "categorical", StrategyChoiceSpace(spec), budget, 0, startup, False)]
     else:
-        enqueued = paired_draws(spec, min(startup, budget), 0) if paired(spec) else ()
+        enqueued = paired_draws(spec, min(startup, budget), paired_draws_seed(spec)) if paired(spec) else ()
         setups = [StudySetup(s, s, StrategySpace(spec, s), budget, sampler_seed(spec, s), startup, False, enqueued)
                   for s in spec.strategies]
     return StudySearcher(setups, storage, Objectives([SCORE], ["min"], ["best val mse"]), "/runs/x/trials", "x")
@@ -69,6 +69,18 @@ def test_studies_are_served_in_turn_with_equal_budgets_and_named_trials(tmp_path
         assert attrs["wandb_run"] == f"x/{strategy}-1" and attrs["score_epoch"] == 2
         assert attrs["tune_trial_id"] == f"t{spec.strategies.index(strategy)}"
     assert optuna.load_study(study_name="random", storage=storage_url(tmp_path)).trials[2].value == 8.0
+
+
+def test_no_study_repeats_a_configuration_while_its_start_up_is_still_running(tmp_path):
+    # Concurrent trials: TPE asks for trial 4 before the 3 enqueued start-up trials have finished, so it draws
+    # at random from its own seed; that draw must not be the first enqueued configuration again.
+    spec = spec_of(tmp_path)
+    searcher = searcher_for(spec, storage_url(tmp_path), budget=6, startup=3)
+    configs = [searcher.suggest(f"t{i}") for i in range(18)]
+    for strategy in spec.strategies:
+        own = [c for c in configs if c["strategy"]["name"] == strategy]
+        lrs = [c["optimizer"]["lr"] for c in own]
+        assert len(set(lrs)) == len(lrs), f"{strategy} repeats a configuration: {lrs}"
 
 
 def test_diverged_errored_and_twice_told_trials(tmp_path):

@@ -33,6 +33,7 @@ from tune_mtl.search.plan import (
     CATEGORICAL,
     budgets,
     paired,
+    paired_draws_seed,
     plan_notes,
     resolve_search_objective,
     sampler_plan,
@@ -96,7 +97,7 @@ def make_searcher(spec: SearchSpec, run: RunFolder, storage: Any, concurrency: i
     for key, budget in budgets(spec).items():
         plan = sampler_plan(budget, concurrency)
         space = StrategyChoiceSpace(spec) if key == CATEGORICAL else StrategySpace(spec, key)
-        enqueued = paired_draws(spec, plan.startup, spec.search["seed"]) if paired(spec) else ()
+        enqueued = paired_draws(spec, plan.startup, paired_draws_seed(spec)) if paired(spec) else ()
         setups.append(StudySetup(key, run.studies[key], space, budget, sampler_seed(spec, key), plan.startup,
                                  plan.constant_liar, enqueued))
     keys, modes, names = objective_names(run.objective)

@@ -103,6 +103,13 @@ def sampler_seed(spec: SearchSpec, study: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(study.encode())) % 2**31
 
 
+def paired_draws_seed(spec: SearchSpec) -> int:
+    """The seed of the shared start-up draws of a paired search. It must differ from the samplers' seed: TPE
+    draws at random (from its own seed) while its start-up trials are still running, and with the same seed it
+    would draw the enqueued configurations again, repeating a trial within a study."""
+    return (int(spec.search["seed"]) * 1_000_003 + zlib.crc32(b"paired start-up")) % 2**31
+
+
 def plan_notes(spec: SearchSpec) -> list[str]:
     """Check the scheduler/searcher combination before Ray starts; what the user should know about it."""
     search = spec.search
