@@ -236,14 +236,15 @@ class NormalMetric(Metric):
             if self.held > self.max_exact:
                 self.histogram = torch.zeros(int(round(180 / self.BIN)) + 1, dtype=torch.float64)
                 for chunk in self.angles:
-                    self._bin(chunk)
+                    self._bin(self.histogram, chunk)
                 self.angles, self.held = [], 0
         else:
-            self._bin(angle)
+            self._bin(self.histogram, angle)
 
-    def _bin(self, angle: Tensor) -> None:
-        index = (angle.double() / self.BIN).floor().long().clamp(0, self.histogram.numel() - 1)
-        self.histogram += torch.bincount(index, minlength=self.histogram.numel()).double()
+    def _bin(self, histogram: Tensor, angle: Tensor) -> None:
+        """Add `angle`'s counts into `histogram` in place (the caller passes `self.histogram` once it exists)."""
+        index = (angle.double() / self.BIN).floor().long().clamp(0, histogram.numel() - 1)
+        histogram += torch.bincount(index, minlength=histogram.numel()).double()
 
     def _median(self) -> float:
         if self.histogram is None:

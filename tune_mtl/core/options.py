@@ -22,7 +22,7 @@ class Field:
     default: Any = None
     low: float | None = None
     high: float | None = None
-    choices: tuple | None = None
+    choices: tuple[Any, ...] | None = None
     help: str = ""
     # A file-system path: the search makes it absolute against the launch directory, because Ray runs
     # every trial in its own working directory.
