@@ -47,13 +47,13 @@ def resolve_objective(tasks: list[Task], objective: dict[str, Any]) -> Objective
     baselines = dict(objective.get("baselines") or {})
     directions = {}
     for key, value in baselines.items():
-        task_name, _, metric = str(key).partition("/")
-        if task_name not in by_name or metric not in by_name[task_name].make_metric().names:
+        baseline_task, _, baseline_metric = str(key).partition("/")
+        if baseline_task not in by_name or baseline_metric not in by_name[baseline_task].make_metric().names:
             accepted = [f"{t.name}/{m}" for t in tasks for m in t.make_metric().names]
             raise unknown_name("baseline metric (task/metric)", str(key), accepted)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value == 0:
             raise UserError(f"baseline 'objective.baselines.{key}' must be a non-zero number, got {value!r}")
-        directions[key] = metric_is_higher_better(by_name[task_name], metric)
+        directions[key] = metric_is_higher_better(by_name[baseline_task], baseline_metric)
     if objective.get("metric") == "delta_m":
         if not baselines:
             raise UserError("objective metric 'delta_m' needs 'objective.baselines' ({'task/metric': value, ...})")

@@ -38,7 +38,9 @@ OBJECTIVE_FIELDS = {
 }
 
 
-def _named_section(section: str, value: Any, default_name: str | None) -> tuple[str | None, dict[str, Any]]:
+def _named_section(section: str, value: Any, default_name: str | None) -> tuple[object, dict[str, Any]]:
+    """`name` or `{name: ..., <options>}` -> (the name as written, the options). The name may be any YAML value
+    (null, a number): the registries' `resolve` reads it as text and rejects what it does not know."""
     if value is None:
         return default_name, {}
     if isinstance(value, str):
@@ -68,7 +70,7 @@ class TrialConfig:
         known = {"dataset", "model", "optimizer", "training", "strategy", "objective", "seed"}
         check_options("", {k: None for k in config}, {k: Field(object) for k in known})
         ds_name, ds_opts = _named_section("dataset", config.get("dataset"), "toy_regression")
-        ds_key = data.resolve(ds_name)
+        ds_key = data.resolve(str(ds_name))
         ds_opts = check_options(f"dataset.{ds_key}", ds_opts, data.options(ds_key))
         model_name, model_opts = _named_section("model", config.get("model"), None)
         st_name, st_params = _named_section("strategy", config.get("strategy"), "uniform")
@@ -78,11 +80,11 @@ class TrialConfig:
         return cls(
             dataset=ds_key,
             dataset_options=ds_opts,
-            model=models.resolve(model_name) if model_name else "",
+            model=models.resolve(str(model_name)) if model_name else "",
             model_options=model_opts,
             optimizer=check_options("optimizer", config.get("optimizer"), OPTIMIZER_FIELDS),
             training=check_options("training", config.get("training"), TRAINING_FIELDS),
-            strategy=strategies.resolve(st_name),
+            strategy=strategies.resolve(str(st_name)),
             strategy_params=dict(st_params),
             objective=check_options("objective", config.get("objective"), OBJECTIVE_FIELDS),
             seed=seed,
