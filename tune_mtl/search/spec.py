@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,6 +21,9 @@ from tune_mtl import data, models, strategies
 from tune_mtl.core.errors import UserError, closest
 from tune_mtl.core.options import Field, check_options, check_value
 from tune_mtl.training.trial_config import OBJECTIVE_FIELDS, OPTIMIZER_FIELDS, TRAINING_FIELDS
+
+if TYPE_CHECKING:
+    from ray.tune.search.sample import Domain
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEARCH_SPACES = REPO_ROOT / "search_spaces"
@@ -64,25 +69,26 @@ class Range:
     """A searchable value: `{kind: [low, high]}` or `{choice: [...]}`."""
 
     kind: str
-    values: tuple
+    values: tuple[Any, ...]  # [low, high], or the choices: values their field or knob checked
 
-    def to_tune(self):
+    def to_tune(self) -> Domain:
         from ray import tune
 
         lo, hi = (self.values + (None, None))[:2]
-        return {
+        domains: dict[str, Callable[[], Domain]] = {
             "uniform": lambda: tune.uniform(lo, hi),
             "loguniform": lambda: tune.loguniform(lo, hi),
             "int": lambda: tune.randint(lo, hi + 1),  # inclusive in YAML, exclusive in Tune
             "logint": lambda: tune.lograndint(lo, hi + 1),
             "choice": lambda: tune.choice(list(self.values)),
-        }[self.kind]()
+        }
+        return domains[self.kind]()
 
-    def to_yaml(self) -> dict[str, list]:
+    def to_yaml(self) -> dict[str, list[Any]]:
         return {self.kind: list(self.values)}
 
 
-def parse_value(key: str, raw: Any, check) -> Any:
+def parse_value(key: str, raw: Any, check: Callable[[Any], Any]) -> Any:
     """A fixed value (checked) or a `Range` whose ends/choices are checked the same way."""
     if not isinstance(raw, dict):
         return check(raw)
@@ -125,7 +131,7 @@ def parse_section(where: str, raw: Any, fields: dict[str, Field], name_key: bool
         if key == "name" and name_key:
             out[key] = value
             continue
-        out[key] = parse_value(f"{where}.{key}", value, lambda v, k=key: check_value(where, k, fields[k], v))
+        out[key] = parse_value(f"{where}.{key}", value, partial(check_value, where, key, fields[key]))
     for key, spec in fields.items():
         if spec.path and spec.default is not None and key not in out:
             out[key] = spec.default  # a relative default must be pinned to the launch directory too
@@ -151,7 +157,7 @@ def check_tree(source: str, content: Any) -> None:
             todo += [(f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value)]
 
 
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         if path.exists():
@@ -202,7 +208,7 @@ def parse_knobs(strategy: str, raw: Any) -> dict[str, Any]:
             did = f" (did you mean '{hint}'?)" if hint else ""
             valid = ", ".join(sorted(knobs)) or "none"
             raise UserError(f"unknown key '{where}.{key}'{did}; strategy '{strategy}' has knobs: {valid}")
-        out[key] = parse_value(f"{where}.{key}", value, lambda v, k=key: knobs[k].check(strategy, k, v))
+        out[key] = parse_value(f"{where}.{key}", value, partial(knobs[key].check, strategy, key))
     return out
 
 
@@ -237,7 +243,8 @@ class SearchSpec:
     @property
     def epochs(self) -> int:
         epochs = self.training.get("epochs", TRAINING_FIELDS["epochs"].default)
-        return max(epochs.values) if isinstance(epochs, Range) else epochs
+        most: int = max(epochs.values) if isinstance(epochs, Range) else epochs  # checked as int by TRAINING_FIELDS
+        return most
 
     def param_space(self, strategy: str) -> dict[str, Any]:
         """The nested Ray Tune param space of one strategy's search."""
@@ -258,7 +265,7 @@ class SearchSpec:
     def describe(self) -> dict[str, Any]:
         """A plain, YAML-able copy (saved next to the results)."""
 
-        def plain(section):
+        def plain(section: dict[str, Any]) -> dict[str, Any]:
             return {k: v.to_yaml() if isinstance(v, Range) else v for k, v in section.items()}
 
         return {
@@ -273,7 +280,7 @@ class SearchSpec:
         }
 
 
-def load_spec(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> SearchSpec:
+def load_spec(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> SearchSpec:
     """Read and validate a search space; `overrides` (from the CLI) win over the file."""
     path = Path(path) if path else DEFAULT_CONFIG
     raw = copy.deepcopy(load_yaml(path))
