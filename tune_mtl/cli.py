@@ -11,23 +11,32 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from tune_mtl.core.errors import UserError
+
+if TYPE_CHECKING:  # the commands import their layers when they run, to keep `launch.py --help` fast
+    from tune_mtl.search.engine import RunOptions
+    from tune_mtl.search.spec import SearchSpec
+    from tune_mtl.storage.run_folder import RunFolder
 
 SUBCOMMANDS = ("search", "report", "dashboard", "strategies", "datasets", "prepare")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + message)
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage + message)
         raise UserError(message)
 
 
-def _number(kind: type, low: float, what: str, high: float | None = None):
+Number = TypeVar("Number", int, float)
+
+
+def _number(kind: type[Number], low: float, what: str, high: float | None = None) -> Callable[[str], Number]:
     """An argparse type: a finite `kind(text)` in [low, high], else one sentence naming the value."""
 
-    def parse(text: str):
+    def parse(text: str) -> Number:
         try:
             value = kind(text)
         except ValueError:
@@ -155,7 +164,7 @@ def _search(args: argparse.Namespace) -> int:
 
     options = RunOptions(
         storage_path=args.storage_path,
-        name=args.name or (None if args.resume else default_run_name()),  # known here for the failure hint
+        name=args.name,  # a resumed run keeps its saved name (a --name here is refused below)
         address=args.address,
         wandb_mode=args.wandb_mode,
         wandb_project=args.wandb_project,
@@ -189,7 +198,9 @@ def _search(args: argparse.Namespace) -> int:
         spec = load_spec(args.config, overrides)
         check_storage_path(args.storage_path)
         _check_optuna_storage(options.optuna_storage)
-        folder = local_folder(args.storage_path, options.name)
+        name: str = args.name or default_run_name()
+        options.name = name  # known before the search starts, for the failure hint
+        folder = local_folder(args.storage_path, name)
         summary = _storage_failures_as_sentences(lambda: run_search(spec, options), folder, options)
     _print_summary(summary)
     return 0
@@ -203,7 +214,8 @@ def _check_optuna_storage(url: str | None) -> None:
         check_optuna_url(url)
 
 
-def _storage_failures_as_sentences(search, folder, options) -> dict[str, Any]:
+def _storage_failures_as_sentences(search: Callable[[], dict[str, Any]], folder: Path,
+                                   options: RunOptions) -> dict[str, Any]:
     """Run `search()`; a full disk or a lost database mid-search becomes one sentence (exit 2) that says how to
     continue, instead of the traceback of whichever layer noticed it."""
     from tune_mtl.storage.failures import failure_sentence, quiet_tune_storage_failures
@@ -265,7 +277,7 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _readable_part(run_dir: str, damaged: UserError):
+def _readable_part(run_dir: str, damaged: UserError) -> tuple[RunFolder, SearchSpec]:
     """A run whose run.json is damaged, rebuilt from its search space (the objective is re-derived from it);
     without the search space there is nothing to report against, and the original sentence stands."""
     from tune_mtl.search.plan import resolve_search_objective
