@@ -125,8 +125,15 @@ def build_final_tuner(spec: SearchSpec, run: RunFolder, configs: list[dict[str, 
 
     from tune_mtl.search.experiment import make_trainable
     from tune_mtl.search.experiment import trial_name as tune_trial_name
+    from tune_mtl.search.progress import progress_callbacks
 
     search = spec.search
+    per_strategy: dict[str, int] = {}
+    for config in configs:
+        per_strategy[config["strategy"]["name"]] = per_strategy.get(config["strategy"]["name"], 0) + 1
+    # The same terminal as the search: a line per finished trial and the whole-stage line; Tune's own tables
+    # only with -v (as in engine.execute).
+    callbacks = progress_callbacks(per_strategy, spec.epochs, run.objective["mode"], verbose, "the scheduler")
     return tune.Tuner(
         make_trainable(spec),
         param_space={},
@@ -144,7 +151,8 @@ def build_final_tuner(spec: SearchSpec, run: RunFolder, configs: list[dict[str, 
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=search["max_failures"]),
             stop={"training_iteration": spec.epochs},
-            verbose=verbose,
+            callbacks=callbacks,
+            verbose=0 if verbose < 2 else min(verbose - 1, 3),
         ),
     )
 
