@@ -41,7 +41,7 @@ SLOW_TOY = {
     "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-3, 1.0e-2]}},
     "training": {"batch_size": 16, "epochs": EPOCHS},
     "strategies": ["uniform"],
-    "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_failures": 3},
+    "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_failures": 3, "final": {"seeds": 0}},
 }
 # Fast node-death detection (Ray's defaults take ~30 s to declare a silent node dead).
 FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
@@ -219,7 +219,7 @@ def test_local_search_with_rays_default_token_auth(tmp_path):
     explicit by launch.py: the search connects to it, and Ray's "Token authentication is enabled" line is gone."""
     home = tmp_path / "home"  # no ~/.ray/auth_token yet: Ray makes one
     proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "search", "--strategies", "uniform",
-                           "--num-samples", "1", "--epochs", "1", "--storage-path", str(tmp_path / "runs"),
+                           "--num-samples", "1", "--epochs", "1", "--final-seeds", "0", "--storage-path", str(tmp_path / "runs"),
                            "--name", "run", "--quiet", "--wandb-mode", "disabled"],
                           cwd=ROOT, env=base_env(home), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -27,7 +27,7 @@ SPACE = {
     "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-3, 1.0e-2]}},
     "training": {"batch_size": 16, "epochs": 4},
     "strategies": ["uniform", "random"],
-    "search": {"num_samples": 2, "scheduler": "fifo", "seed": 4, "max_concurrent_trials": 2},
+    "search": {"num_samples": 2, "scheduler": "fifo", "seed": 4, "max_concurrent_trials": 2, "final": {"seeds": 0}},
 }
 STOP_WITHIN_S = 120  # a bound for the test not to hang, not a timing assertion
 

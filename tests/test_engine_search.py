@@ -25,7 +25,7 @@ SPACE = {
     "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-3, 3.0e-1]}},
     "training": {"batch_size": 32, "epochs": 3},
     "strategies": ["uniform", "random"],
-    "search": {"num_samples": 3, "scheduler": "fifo", "seed": 7},
+    "search": {"num_samples": 3, "scheduler": "fifo", "seed": 7, "final": {"seeds": 0}},
 }
 
 

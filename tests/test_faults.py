@@ -92,7 +92,7 @@ def test_worker_node_dies_and_its_trials_resume_elsewhere(tmp_path):
     config = tmp_path / "node_loss.yaml"
     config.write_text(yaml.safe_dump({
         **SLOW_TOY, "strategies": ["uniform"],
-        "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_failures": 3},
+        "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_failures": 3, "final": {"seeds": 0}},
     }))
     proc = subprocess.run([sys.executable, "-c", NODE_LOSS_SCRIPT, str(config), str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, env=env(tmp_path))
@@ -148,7 +148,7 @@ def test_killed_driver_resumes_the_same_search(tmp_path):
     config = tmp_path / "resume.yaml"
     config.write_text(yaml.safe_dump({
         **SLOW_TOY, "strategies": ["uniform", "random"],
-        "search": {"num_samples": 2, "scheduler": "fifo", "seed": 4, "max_concurrent_trials": 1},
+        "search": {"num_samples": 2, "scheduler": "fifo", "seed": 4, "max_concurrent_trials": 1, "final": {"seeds": 0}},
     }))
     run = tmp_path / "run"
     cmd = [sys.executable, "launch.py", "search", "--config", str(config), "--storage-path", str(tmp_path),
@@ -240,7 +240,7 @@ def start_three_trial_search(tmp_path: Path, run: Path, stderr: int) -> subproce
     config = tmp_path / "space.yaml"
     config.write_text(yaml.safe_dump({
         **SLOW_TOY, "training": {**SLOW_TOY["training"], "epochs": 3}, "strategies": ["uniform"],
-        "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_concurrent_trials": 1},
+        "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_concurrent_trials": 1, "final": {"seeds": 0}},
     }))
     cmd = [sys.executable, "launch.py", "search", "--config", str(config), "--storage-path", str(run.parent),
            "--name", run.name, "--quiet", "--wandb-mode", "disabled"]

@@ -30,7 +30,7 @@ SLOW_TOY = {
     "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-3, 1.0e-2]}},
     "training": {"batch_size": 16, "epochs": 3},
     "strategies": ["uniform"],
-    "search": {"num_samples": 4, "scheduler": "fifo", "seed": 3, "max_concurrent_trials": 1},
+    "search": {"num_samples": 4, "scheduler": "fifo", "seed": 3, "max_concurrent_trials": 1, "final": {"seeds": 0}},
 }
 
 

@@ -26,7 +26,7 @@ def test_report_and_no_secret_anywhere(tmp_path, ray_session, capfd, monkeypatch
         "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-3, 1.0e-1]}},
         "training": {"batch_size": 32, "epochs": 2},
         "strategies": ["uniform"],
-        "search": {"num_samples": 3, "seed": 0, "scheduler": "fifo"},
+        "search": {"num_samples": 3, "seed": 0, "scheduler": "fifo", "final": {"seeds": 0}},
     }))
     run = tmp_path / "runs" / "secret"
     assert main(["search", "--config", str(config), "--storage-path", str(tmp_path / "runs"), "--name", "secret",

@@ -58,7 +58,7 @@ def test_diverging_trial_fails_and_search_finishes(tmp_path, ray_session, capsys
         "optimizer": {"name": "sgd", "lr": {"choice": [1.0e-3, 10.0]}},  # SGD at lr 10 blows up within steps
         "training": {"epochs": 2, "batch_size": 64},
         "strategies": ["uniform"],
-        "search": {"num_samples": 4, "scheduler": "fifo", "seed": 1},
+        "search": {"num_samples": 4, "scheduler": "fifo", "seed": 1, "final": {"seeds": 0}},
     }))
     rc = main(["search", "--config", str(config), "--storage-path", str(tmp_path), "--name", "div", "--quiet",
                "--wandb-mode", "disabled"])
