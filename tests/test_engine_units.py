@@ -221,3 +221,18 @@ def test_the_driver_resolves_the_objective_without_building_the_data(tmp_path, m
     objective = resolve_search_objective(spec_of(tmp_path, objectives=["task0/mse", "task1/mae"]))
     assert objective["task"] == "task0" and objective["mode"] == "min"
     assert [o["key"] for o in objective["objectives"]] == ["val/task0/mse", "val/task1/mae"]
+
+
+# -- the storage a restored searcher reconnects to --------------------------------------------------------
+def test_an_unpickled_storage_reconnects_to_the_running_search_s_own(tmp_path):
+    # Tune unpickles the searcher (and its storage) when it restores an experiment. A run folder copied since
+    # must use its own optuna.db, never the original's; outside a search nothing is redirected.
+    import pickle
+
+    from tune_mtl.search.studies import open_storage, searching_with
+
+    original, copy = f"sqlite:///{tmp_path / 'original.db'}", f"sqlite:///{tmp_path / 'copy.db'}"
+    pickled = pickle.dumps(open_storage(original))
+    with searching_with(copy):
+        assert pickle.loads(pickled).url == copy
+    assert pickle.loads(pickled).url == original  # the next search in this process is not redirected

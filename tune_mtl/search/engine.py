@@ -177,6 +177,15 @@ def print_plan(spec: SearchSpec, width: int, slots: int) -> None:
 def execute(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna_url: str | None, notes: list[str],
             slots: int, resume: bool) -> dict[str, Any]:
     """`optuna_url`: --optuna-storage with its password, or None for the run folder's SQLite study."""
+    from tune_mtl.search.studies import searching_with
+    from tune_mtl.storage.run_folder import default_storage_url
+
+    with searching_with(optuna_url or default_storage_url(run.path)):
+        return run_experiment(spec, run, options, optuna_url, notes, slots, resume)
+
+
+def run_experiment(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna_url: str | None,
+                   notes: list[str], slots: int, resume: bool) -> dict[str, Any]:
     from ray import tune
 
     from tune_mtl.reporting.summary import summarise_run, write_summary
