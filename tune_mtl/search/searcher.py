@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from tune_mtl.core.keys import DIVERGED, SCORE_EPOCH, TRIAL_NAME
+from tune_mtl.search.optuna_adapter import reattach, storage_id
 
 # User attributes that link an Optuna trial to the other views of the same trial.
 TUNE_TRIAL_ID, TRIAL_FOLDER, WANDB_RUN, SCORE_EPOCH_ATTR = "tune_trial_id", "trial_folder", "wandb_run", "score_epoch"
@@ -155,7 +156,7 @@ class StudySearcher(Searcher):
         study = self.study(key)
         orphans = self._orphans.get(key)
         # An orphan's parameters are already stored: suggesting them again returns the same values.
-        trial = optuna.Trial(study, orphans.pop(0)) if orphans else study.ask()
+        trial = reattach(study, orphans.pop(0)) if orphans else study.ask()
         config = self._setups[key].space(trial)
         strategy = config["strategy"]["name"]
         self._state.named[strategy] = self._state.named.get(strategy, 0) + 1
@@ -166,7 +167,7 @@ class StudySearcher(Searcher):
                             (WANDB_RUN, f"{self._wandb_group}/{name}")):
             trial.set_user_attr(attr, value)
         self._state.handed_out[key] += 1
-        self._state.live[trial_id] = Handed(key, trial.number, trial._trial_id, name)
+        self._state.live[trial_id] = Handed(key, trial.number, storage_id(trial), name)
         self._trials[trial_id] = trial
         return config
 
@@ -180,7 +181,7 @@ class StudySearcher(Searcher):
             return  # told before a driver restart: once is enough
         values = None if error or not result or result.get(DIVERGED) else self.values(result)
         if values is not None and result is not None and SCORE_EPOCH in result:
-            (trial or optuna.Trial(study, handed.trial_id)).set_user_attr(SCORE_EPOCH_ATTR, int(result[SCORE_EPOCH]))
+            (trial or reattach(study, handed.trial_id)).set_user_attr(SCORE_EPOCH_ATTR, int(result[SCORE_EPOCH]))
         # NaN or missing values: Optuna would refuse them and leave the trial RUNNING; record it FAIL.
         study.tell(handed.number, values, state=TrialState.FAIL if values is None else TrialState.COMPLETE)
 
@@ -207,4 +208,4 @@ class StudySearcher(Searcher):
         self._orphans = {}
         for key in self._setups:
             running = self.study(key).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            self._orphans[key] = [t._trial_id for t in running if (key, t.number) not in owned]
+            self._orphans[key] = [storage_id(t) for t in running if (key, t.number) not in owned]
