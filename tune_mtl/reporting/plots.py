@@ -3,19 +3,16 @@ RUN_DIR/plots/. Works from the summary (itself read back from the run folder) an
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from tune_mtl.storage.run_folder import RunFolder  # noqa: E402
-from tune_mtl.storage.secrets import is_masked  # noqa: E402
+from tune_mtl.storage.run_folder import RunFolder
+from tune_mtl.storage.secrets import is_masked
 
 MIN_TRIALS_FOR_IMPORTANCE = 2
 # Optuna 5's own default evaluator, named on the plot (Optuna 4 defaulted to fANOVA: the label must say which).
@@ -34,8 +31,13 @@ def _objective_label(summary: dict[str, Any], split: str = "validation") -> str:
 def _save(fig: Figure, path: Path, bottom: float = 0.0) -> Path:
     fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))  # `bottom`: the figure fraction kept for the caveats
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
+
+
+def _subplots(figsize: tuple[float, float], **grid: Any) -> tuple[Figure, Any]:
+    # A bare Figure (no pyplot): no global backend switch, no figure registry to close; savefig renders with Agg.
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(**grid)
 
 
 def caveats(summary: dict[str, Any]) -> list[str]:
@@ -64,7 +66,7 @@ def trials_per_strategy(summary: dict[str, Any], folder: Path) -> Path | None:
     groups = [g for g in groups if g[1]]
     if not groups:
         return None
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(groups)), 4.2))
+    fig, ax = _subplots((max(4.5, 1.3 * len(groups)), 4.2))
     ax.boxplot([values for _, values, _ in groups], widths=0.5, showfliers=False)
     jitter = np.random.default_rng(0)
     for i, (_, values, _) in enumerate(groups, start=1):
@@ -85,7 +87,7 @@ def final_seeds(summary: dict[str, Any], folder: Path) -> Path | None:
         return None
     rows = verdict["strategies"]
     order = [n for n in verdict["ranking"]] + [n for n in rows if n not in verdict["ranking"]]
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(order)), 4.4))
+    fig, ax = _subplots((max(4.5, 1.3 * len(order)), 4.4))
     tied = set(verdict["indistinguishable_from_best"])
     for i, name in enumerate(order):
         row = rows[name]
@@ -104,8 +106,9 @@ def final_seeds(summary: dict[str, Any], folder: Path) -> Path | None:
     ax.set_xticks(range(len(order)), labels, fontsize=8)
     ax.set_xlim(-0.6, len(order) - 0.4)
     ax.set_ylabel(_objective_label(summary, split="test") + "\nat the epoch validation selected", fontsize=8)
-    ax.set_title(f"final seeds: mean and {verdict['interval'].split(' of')[0]}; green: the best and those\n"
-                 f"indistinguishable from it ({verdict['test']})", fontsize=8)
+    title = (f"final seeds: mean and {verdict['interval'].split(' of')[0]}; green: the best and those "
+             f"indistinguishable from it ({verdict['test']})")
+    ax.set_title(textwrap.fill(title, width=60), fontsize=8)  # wrapped: the test's name is long
     return _save(fig, folder / "final_seeds.png", bottom=_caveat_box(fig, summary))
 
 
@@ -117,7 +120,7 @@ def learning_curves(summary: dict[str, Any], folder: Path) -> Path | None:
         return None
     cols = min(3, len(done))
     rows = -(-len(done) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows + 0.6), squeeze=False, sharey=True)
+    fig, axes = _subplots((3.6 * cols, 2.9 * rows + 0.6), nrows=rows, ncols=cols, squeeze=False, sharey=True)
     metric = summary["objective"]
     last_epoch = max(max(best["curve"]["epoch"], default=1) for _, best in done)
     for ax, (name, best) in zip(axes.flat, done, strict=False):
@@ -145,7 +148,7 @@ def pareto(summary: dict[str, Any], folder: Path) -> Path | None:
     if "pareto_front" not in summary:
         return None
     x, y = (o["key"] for o in summary["objectives"][:2])  # the first two objectives
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig, ax = _subplots((4.5, 4))
     others = summary["pareto_front"]["dominated"]
     ax.scatter([p[x] for p in others], [p[y] for p in others], color="lightgrey", label="dominated")
     points = sorted((p["values"][x], p["values"][y]) for p in summary["pareto_front"]["trials"])
@@ -186,7 +189,7 @@ def importances(summary: dict[str, Any], folder: Path) -> tuple[list[Path], list
         except (RuntimeError, ValueError) as err:  # e.g. no parameter varied across the complete trials
             skipped.append(f"parameter importances of '{experiment}': {err}")
             continue
-        fig, ax = plt.subplots(figsize=(6, 0.35 * len(scores) + 1.8))
+        fig, ax = _subplots((6, 0.35 * len(scores) + 1.8))
         ax.barh(list(scores)[::-1], list(scores.values())[::-1])
         ax.set_xlabel(f"importance ({IMPORTANCE_METHOD}, normalised to sum 1)")
         ax.set_title(f"parameter importances: {experiment}\n(from {len(complete)} complete trials)", fontsize=10)
