@@ -124,22 +124,36 @@ def test_disabled_logs_nothing(tmp_path, monkeypatch, given):
     assert type(logger) is tracking.TrialLogger and not list(tmp_path.rglob("*"))
 
 
-def wandb_services() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if "wandb-core" in p.name()]
+def wandb_services(settle_s: float = 0.0) -> list[psutil.Process]:
+    """This process's live wandb-core services; with settle_s, waits up to that long for exiting ones to go
+    (wandb.teardown returns once the service has written and closed its runs, not once it has exited)."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        alive = []
+        for proc in psutil.Process().children():  # a service may run helpers of its own below it
+            try:
+                if "wandb-core" in proc.name() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def test_one_service_per_open_run_and_the_file_complete_at_close(tmp_path):
     """No process storm: one wandb-core while a trial's run is open, none after it closed; and the run's file is
     complete when close() returns (Ray may end the trial's worker, and kill its children, right after)."""
+    assert not wandb_services(settle_s=10.0)  # those of earlier tests have gone
     for n in range(3):
         logger = tracking.trial_logger(settings(tmp_path / str(n)), f"uniform-{n}", "uniform", CONFIG)
         logger.log({"val/objective": float(n)}, step=1)
         assert len(wandb_services()) == 1
         logger.close()
-        assert not [p for p in wandb_services() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         records = read_records(next((tmp_path / str(n)).glob("wandb/offline-run-*/run-*.wandb")))
         assert records[-1].WhichOneof("record_type") == "exit"
         logger.close()  # twice is harmless (the trainable closes before its last report and again at the end)
+        assert not wandb_services(settle_s=10.0)
     assert all(offline_run(tmp_path / str(n))["history"] == {1: {"val/objective": float(n)}} for n in range(3))
 
 

@@ -26,6 +26,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import warnings
 from functools import cache
 from pathlib import Path
@@ -121,6 +122,32 @@ class WandbTrialLogger(TrialLogger):
 
         self.run.finish()
         wandb.teardown()
+        wait_for_service_exit()
+
+
+SERVICE_EXIT_TIMEOUT_S = 10.0
+
+
+def live_services() -> list[int]:
+    """PIDs of this process's wandb-core children that have not exited (Linux /proc; elsewhere none known)."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        state, parent = rest.split()[:2]
+        if name.endswith("(wandb-core") and int(parent) == me and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_for_service_exit(timeout: float = SERVICE_EXIT_TIMEOUT_S) -> None:
+    """wandb.teardown() asks the service to stop and returns; the service writes out its runs' files before it
+    exits, so waiting for that (bounded) is what makes the run complete on disk."""
+    deadline = time.monotonic() + timeout
+    while live_services() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def run_id(group: str, trial_name: str) -> str:
