@@ -131,7 +131,7 @@ YAML_CASES = {
     "knob-typo-unsearched": ({**TOY, "strategies": ["uniform"], "strategy_knobs": {"cagrad": {"alpah": 0.5}}},
                              ["'strategy_knobs.cagrad.alpah'", "did you mean 'alpha'"]),
     "knob-range-unsearched": ({**TOY, "strategies": ["uniform"], "strategy_knobs": {"cagrad": {"alpha": 2.0}}},
-                              ["'alpha'", "2.0"]),
+                              ["'strategy_knobs.cagrad.alpha'", "2.0"]),
     "knob-unsearched-section": ({**TOY, "strategies": ["uniform"], "strategy_knobs": {"pcgrad": 3}},
                                 ["'strategy_knobs.pcgrad'", "3"]),
     "knobs-unknown-strategy": ({**TOY, "strategy_knobs": {"cagard": {"alpha": 0.5}}},

@@ -155,7 +155,7 @@ def test_normalisation_gives_mean_one_over_all_entries():
 @pytest.mark.parametrize("lookahead", [False, True], ids=["default", "lookahead"])
 def test_exactly_one_optimizer_step_per_batch(lookahead):
     params = {} if not lookahead else {"lookahead": True}
-    assert build("slgrad", 2).lookahead is False  # off by default
+    assert build("slgrad", 2).knobs.lookahead is False  # off by default
     trainer = Trainer({
         "dataset": {"name": "toy_regression", "num_tasks": 2, "input_dim": 10, "num_samples": 100},
         "strategy": {"name": "slgrad", **params},

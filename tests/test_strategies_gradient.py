@@ -22,8 +22,6 @@ from tune_mtl.strategies.nashmtl import nash_weights
 from tune_mtl.strategies.pcgrad import pcgrad_coefficients
 from tune_mtl.training.trainer import Trainer
 
-
-
 MINE = [
     "mgda", "mgda-ub", "pcgrad", "cagrad", "graddrop", "gradvac", "imtl", "imtl-g", "imtl-l", "nashmtl",
     "aligned-mtl", "upgrad", "dualproj", "moco",
@@ -282,7 +280,7 @@ def test_project_simplex_is_the_euclidean_projection():
     for _ in range(5):
         v = rng.normal(size=5) * 2
         w = project_simplex(v)
-        ref = slsqp_simplex(lambda x: 0.5 * np.sum((x - v) ** 2), lambda x: x - v, 5)
+        ref = slsqp_simplex(lambda x, v=v: 0.5 * np.sum((x - v) ** 2), lambda x, v=v: x - v, 5)
         assert np.allclose(w, ref, atol=1e-7)
 
 
@@ -305,7 +303,7 @@ def test_trainer_step_gives_finite_grads_and_is_deterministic(name):
     for _ in range(2):  # one after the other: randomised strategies draw from the seeded global generator
         trainer = Trainer(toy_config(name))
         trainers.append(trainer)
-        for _, batch in zip(range(3), trainer.train_loader):
+        for _, batch in zip(range(3), trainer.train_loader, strict=False):
             trainer.train_step(batch)
         trainable = [p for p in trainer.model.parameters() if p.requires_grad] + trainer.strategy.parameters()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
@@ -325,7 +323,7 @@ def test_five_epochs_lower_the_main_task_training_loss(name):
 @pytest.mark.parametrize("name", STATEFUL)
 def test_state_dict_round_trip(name):
     trainer = Trainer(toy_config(name))
-    batches = [batch for _, batch in zip(range(6), trainer.train_loader)]
+    batches = [batch for _, batch in zip(range(6), trainer.train_loader, strict=False)]
     for batch in batches[:3]:
         trainer.train_step(batch)
     saved = copy.deepcopy(trainer.state_dict())

@@ -145,7 +145,8 @@ def test_simplex_projection_matches_a_brute_force_qp():
     for _ in range(5):
         v = torch.randn(5, generator=g, dtype=torch.float64) * 3
         p = project_to_simplex(v)
-        ref = minimize(lambda w: ((w - v.numpy()) ** 2).sum(), np.full(5, 0.2), method="SLSQP", bounds=[(0, None)] * 5,
+        ref = minimize(lambda w, v=v: ((w - v.numpy()) ** 2).sum(), np.full(5, 0.2), method="SLSQP",
+                       bounds=[(0, None)] * 5,
                        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}], options={"ftol": 1e-14}).x
         assert np.allclose(p.numpy(), ref, atol=1e-5)
 
@@ -178,15 +179,15 @@ def test_moml_hypergradient_matches_finite_differences():
 
     def ul_losses(logits):  # UL losses after the virtual step w - lr * softmax(a)^T J_LL(w)
         with torch.no_grad():
-            for p, b in zip(params, base):
+            for p, b in zip(params, base, strict=True):
                 p.copy_(b)
         ll = trainer.compute_losses((batch[0][lower], tuple(t[lower] for t in batch[1]))).mean(1)
         step = torch.autograd.grad((torch.softmax(logits, 0) * ll).sum(), params)
         with torch.no_grad():
-            for p, s in zip(params, step):
+            for p, s in zip(params, step, strict=True):
                 p.sub_(0.5 * s)
             out = trainer.compute_losses((batch[0][upper], tuple(t[upper] for t in batch[1]))).mean(1)
-            for p, b in zip(params, base):
+            for p, b in zip(params, base, strict=True):
                 p.copy_(b)
         return out.double()
 

@@ -393,7 +393,7 @@ def test_moml_combines_the_hypergradients_as_its_upper_knob_says(upper):
     s = strategies.build("moml", T, {"upper": upper, "inner_lr": 0.5})
     s.setup(model, CPU)
     s.logits = torch.tensor([0.3, -0.2, 0.1], requires_grad=True)
-    s.opt = torch.optim.Adam([s.logits], lr=s.outer_lr)
+    s.opt = torch.optim.Adam([s.logits], lr=s.knobs.outer_lr)
     ctx = context(model, batch)
     hyper = s.hypergradients(ctx).double().numpy()  # checked against finite differences in test_strategies_libmtl
     expected = slsqp_min_norm(hyper @ hyper.T) @ hyper if upper == "mgda" else hyper.mean(0)
@@ -456,7 +456,7 @@ def test_imtl_variants_are_their_modes_over_steps(name, mode):
     """Two steps with learned scales moved in between (they start at 0, where every mode looks alike)."""
     model, batch, other = model_and_batches(seed=6, task_layers=1)
     s = strategies.build(name, T)
-    assert s.mode == mode and (s.parameters() == []) == (mode == "gradient")
+    assert s.knobs.mode == mode and (s.parameters() == []) == (mode == "gradient")
     with pytest.raises(UserError):
         strategies.build(name, T, {"no_such_knob": 1})
     s.setup(model, CPU)

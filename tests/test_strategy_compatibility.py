@@ -19,7 +19,7 @@ from tune_mtl.core.errors import UserError
     ("mgda", {}, 3, "mlp", {"shared_layers": 0}, "'model.shared_layers"),
     ("imtl", {"mode": "hybrid"}, 3, "mlp", {"shared_layers": 0}, "'model.shared_layers"),
     ("gradnorm", {}, 2, "mlp", {"shared_layers": 0}, "'model.shared_layers"),
-    ("cagrad", {"alpha": 2.0}, 3, "mlp", {}, "'alpha'"),
+    ("cagrad", {"alpha": 2.0}, 3, "mlp", {}, "'strategy_knobs.cagrad.alpha'"),
     ("cagrad", {"alpah": 0.5}, 3, "mlp", {}, "'alpah'"),
 ])
 def test_check_compatibility_refuses_with_one_sentence_naming_the_key(strategy, knobs, num_tasks, model, options,

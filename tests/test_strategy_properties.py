@@ -46,7 +46,7 @@ NOT_PERMUTATION_EQUIVARIANT = {
     "gradvac": "visits each task's partners in a random order drawn per step: equivariant in distribution only",
 }
 
-_FAIRGRAD_ALPHA = strategies.get("fairgrad").knobs["alpha"].default
+_FAIRGRAD_ALPHA = strategies.get("fairgrad").knob_specs()["alpha"].default
 # Degree k of homogeneity: losses c * L_t give gradients c^k * g (within the tolerance below); a pair gives
 # the shared parameters' degree and the heads' degree.
 SCALE_DEGREE: dict[str, float | tuple[float, float]] = {
@@ -257,7 +257,7 @@ def alternative_value(knob: Knob) -> Any:
     raise AssertionError(f"no alternative to {d}")
 
 
-KNOB_CASES = [(name, key) for name in ALL for key in strategies.get(name).knobs]
+KNOB_CASES = [(name, key) for name in ALL for key in strategies.get(name).knob_specs()]
 
 
 @pytest.mark.parametrize("name,knob", KNOB_CASES)
@@ -267,7 +267,7 @@ def test_every_knob_changes_the_computation(name, knob):
     if (name, knob) in KNOB_ALTERNATIVES:
         value, alongside = KNOB_ALTERNATIVES[(name, knob)]
     else:
-        value, alongside = alternative_value(strategies.get(name).knobs[knob]), {}
+        value, alongside = alternative_value(strategies.get(name).knob_specs()[knob]), {}
     base = run(name, steps=6, knobs=alongside)
     changed = run(name, steps=6, knobs={**alongside, knob: value})
     assert any(not close(a, b, rtol=1e-9) for a, b in zip(base, changed, strict=True)), \

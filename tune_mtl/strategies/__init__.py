@@ -18,8 +18,8 @@ def _canonical(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def _collect(cls: type) -> None:
-    for sub in cls.__subclasses__():
+def _collect(subclasses: list[type[Strategy]]) -> None:
+    for sub in subclasses:
         if "name" in sub.__dict__:
             key = _canonical(sub.name)
             if key in _REGISTRY and _REGISTRY[key] is not sub:
@@ -27,14 +27,14 @@ def _collect(cls: type) -> None:
             _REGISTRY[key] = sub
             for alias in (sub.name, *sub.aliases):
                 _ALIASES[_canonical(alias)] = key
-        _collect(sub)
+        _collect(sub.__subclasses__())
 
 
 def _discover() -> None:
     if _REGISTRY:
         return
     import_submodules(__name__, __path__, skip=_INTERNAL)
-    _collect(Strategy)
+    _collect(Strategy.__subclasses__())
 
 
 def names() -> list[str]:
@@ -69,7 +69,7 @@ def catalogue() -> list[dict[str, Any]]:
             "family": cls.family,
             "summary": cls.summary,
             "needs_auxiliary_tasks": cls.needs_auxiliary_tasks,
-            "hyperparameters": {k: knob.describe() for k, knob in cls.knobs.items()},
+            "hyperparameters": {k: knob.describe() for k, knob in cls.knob_specs().items()},
         }
         for key, cls in sorted(_REGISTRY.items())
     ]

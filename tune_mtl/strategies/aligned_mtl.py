@@ -9,10 +9,13 @@ Weights w = B 1, update w' J.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import GramianWeighting, Knob
+from tune_mtl.strategies.base import GramianWeighting, StrategyKnobs, knob
 
 
 def alignment_matrix(gramian: Tensor, scale: str = "min") -> Tensor:
@@ -25,17 +28,21 @@ def alignment_matrix(gramian: Tensor, scale: str = "min") -> Tensor:
         return torch.zeros_like(gramian)
     lam, V = eigenvalues[keep], V[:, keep]
     sigma = {"min": lam.min().sqrt(), "median": lam.sqrt().median(), "rmse": lam.mean().sqrt()}[scale]
-    return (sigma * (V / lam.sqrt()) @ V.T).to(gramian.dtype)
+    B: Tensor = sigma * (V / lam.sqrt()) @ V.T
+    return B.to(gramian.dtype)
 
 
 class AlignedMTL(GramianWeighting):
     name = "aligned-mtl"
     aliases = ("amtl", "alignedmtl")
     summary = "Aligned-MTL: rescale the Jacobian's singular values to be equal, then sum the rows"
-    knobs = {
-        "scale": Knob("min", str, choices=("min", "median", "rmse"),
-                      help="common singular value: smallest (paper), median, or root mean square"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        scale: Literal["min", "median", "rmse"] = knob(
+            "min", help="common singular value: smallest (paper), median, or root mean square")
+
+    knobs: Knobs
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
-        return alignment_matrix(gramian, self.scale).sum(dim=0)
+        return alignment_matrix(gramian, self.knobs.scale).sum(dim=0)

@@ -19,6 +19,7 @@ model's gradient of this batch (shared: lambda @ J; head t: lambda_t grad L_t), 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.auxiliary import flat, main_validation_gradient, write_shared_and_heads
-from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
 
 
 class AutoLambda(Strategy):
@@ -36,20 +37,23 @@ class AutoLambda(Strategy):
     summary = "task weights meta-learned on the main task's validation loss (one virtual step); task 0 main"
     needs_validation_batch = True
     needs_auxiliary_tasks = True
-    knobs = {
-        "weight_lr": Knob(1e-4, float, low=1e-8, high=10.0, help="Adam step size of the task weights"),
-        "weight_init": Knob(0.1, float, low=0.0, high=100.0, help="initial weight of every task"),
-        "virtual_lr": Knob(1e-3, float, low=1e-8, high=10.0, help="step size of the virtual SGD step"),
-    }
 
-    def __init__(self, num_tasks: int, **params) -> None:
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        weight_lr: float = knob(0.0001, low=1e-08, high=10.0, help="Adam step size of the task weights")
+        weight_init: float = knob(0.1, low=0.0, high=100.0, help="initial weight of every task")
+        virtual_lr: float = knob(0.001, low=1e-08, high=10.0, help="step size of the virtual SGD step")
+
+    knobs: Knobs
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         # float64 until the first step casts it to the losses' dtype, so weight_init is not rounded twice
-        self._reset(torch.full((num_tasks,), self.weight_init, dtype=torch.float64))
+        self._reset(torch.full((num_tasks,), self.knobs.weight_init, dtype=torch.float64))
 
     def _reset(self, values: Tensor) -> None:
         self.task_weights = values.detach().clone().requires_grad_(True)
-        self.weight_optimizer = torch.optim.Adam([self.task_weights], lr=self.weight_lr)
+        self.weight_optimizer = torch.optim.Adam([self.task_weights], lr=self.knobs.weight_lr)
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         if (self.task_weights.device, self.task_weights.dtype) != (ctx.losses.device, ctx.losses.dtype):
@@ -60,10 +64,11 @@ class AutoLambda(Strategy):
 
         step = self.task_weights.detach() @ J
         sizes = [p.numel() for p in params]
-        virtual = [p.detach() - self.virtual_lr * s.view_as(p) for p, s in zip(params, step.split(sizes), strict=True)]
+        virtual = [p.detach() - self.knobs.virtual_lr * s.view_as(p)
+                   for p, s in zip(params, torch.split(step, sizes), strict=True)]
         val_grad, val_loss = main_validation_gradient(ctx, params, at=virtual)
         self.weight_optimizer.zero_grad(set_to_none=True)
-        self.meta_gradient = -self.virtual_lr * (J @ flat(val_grad))  # dL_val(theta') / dlambda
+        self.meta_gradient = -self.knobs.virtual_lr * (J @ flat(val_grad))  # dL_val(theta') / dlambda
         self.task_weights.grad = self.meta_gradient.clone()
         self.weight_optimizer.step()
         with torch.no_grad():

@@ -24,7 +24,8 @@ def main_validation_gradient(
     if ctx.val_batch is None:
         raise RuntimeError("this strategy needs a validation batch (needs_validation_batch = True)")
     if at is None:
-        leaves, overrides = list(params), {}
+        leaves: list[Tensor] = list(params)
+        overrides: dict[str, Tensor] = {}
     else:
         leaves = [t.detach().requires_grad_(True) for t in at]
         overrides = dict(zip(jac.parameter_names(ctx.model, params), leaves, strict=True))

@@ -12,49 +12,34 @@ parameter and the trainer then calls `optimizer.step()`. Three families plug int
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal, Self, get_args, get_origin, get_type_hints
 
 import torch
 from torch import Tensor, nn
 
-from tune_mtl.core.errors import UserError
+from tune_mtl.core.errors import UserError, unknown_name
+from tune_mtl.core.options import Field, check_value
 
 Batch = tuple[Tensor, tuple[Tensor, ...]]  # (inputs, one target tensor per task)
 
 
-@dataclass(frozen=True)
-class Knob:
-    """One hyperparameter of a strategy: its default and the values that are valid at all.
+KNOB_HELP = "tune_mtl.knob"  # dataclass-field metadata key of a knob's bounds and help
 
-    Which part of the valid range is worth *searching* lives in `search_spaces/strategies.yaml`.
+
+@dataclass(frozen=True)
+class Knob(Field):
+    """The declared valid values of one strategy hyperparameter: an `options.Field`, so knobs are checked by the
+    same validator as every other typed option (`options.check_value`). Built from a `StrategyKnobs` field:
+    the type from its annotation, the choices from a `Literal[...]` annotation.
+
+    Which part of the valid range is worth *searching* lives in `search_spaces/strategies/<name>.yaml`.
     """
 
-    default: Any
-    kind: type = float  # float, int, bool or str
-    low: float | None = None  # inclusive bounds of the valid values (numbers only)
-    high: float | None = None
-    choices: tuple | None = None  # for str knobs
-    help: str = ""
-
     def check(self, strategy: str, name: str, value: Any) -> Any:
-        where = f"strategy '{strategy}' hyperparameter '{name}'"
-        if self.kind is bool:
-            if not isinstance(value, bool):
-                raise UserError(f"{where} must be true or false, got {value!r}")
-            return value
-        if self.kind is str:
-            if self.choices and value not in self.choices:
-                raise UserError(f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where} must be a number, got {value!r}")
-        if self.kind is int and float(value) != int(value):
-            raise UserError(f"{where} must be an integer, got {value!r}")
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise UserError(f"{where} must lie in [{self.low}, {self.high}], got {value!r}")
-        return self.kind(value)
+        return check_value(f"strategy_knobs.{strategy}", name, self, value)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"default": self.default, "type": self.kind.__name__, "help": self.help}
@@ -63,6 +48,45 @@ class Knob:
         if self.choices:
             out["choices"] = list(self.choices)
         return out
+
+
+def knob(default: Any, *, low: float | None = None, high: float | None = None, help: str = "") -> Any:
+    """A field of a `StrategyKnobs` dataclass: its default, inclusive bounds (numbers) and a line of help.
+    (Typed `Any` so that `alpha: float = knob(0.5)` type-checks, as `dataclasses.field` does.)"""
+    return field(default=default, metadata={KNOB_HELP: (low, high, help)})
+
+
+@dataclass(frozen=True)
+class StrategyKnobs:
+    """Base of every strategy's knobs: a frozen dataclass whose fields are declared with `knob(...)`.
+
+    A field with `init=False` is fixed by the class (a variant such as IMTL-G fixing IMTL's `mode`): it keeps
+    its type for the code but is no hyperparameter a user can set.
+    """
+
+    @classmethod
+    def specs(cls) -> dict[str, Knob]:
+        hints = get_type_hints(cls)
+        out = {}
+        for f in fields(cls):
+            if not f.init:
+                continue
+            low, high, help_text = f.metadata.get(KNOB_HELP, (None, None, ""))
+            kind, choices = hints[f.name], None
+            if get_origin(kind) is Literal:
+                choices = get_args(kind)
+                kind = type(choices[0])
+            out[f.name] = Knob(kind, f.default, low=low, high=high, choices=choices, help=help_text)
+        return out
+
+    @classmethod
+    def parse(cls, strategy: str, given: Mapping[str, Any]) -> Self:
+        """The knobs from user values (defaults for the rest); one `UserError` for an unknown or invalid one."""
+        specs = cls.specs()
+        unknown = sorted(set(given) - set(specs))
+        if unknown:
+            raise unknown_name(f"hyperparameter of strategy '{strategy}'", unknown[0], specs)
+        return cls(**{k: spec.check(strategy, k, given[k]) for k, spec in specs.items() if k in given})
 
 
 @dataclass
@@ -97,18 +121,22 @@ class StepContext:
         return [p for params in self.task_params for p in params]
 
 
-class Strategy:
+class Strategy(ABC):
     """Base of every task-weighting strategy. Subclasses set the class attributes and `backward`."""
 
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     family: ClassVar[str] = "other"
     summary: ClassVar[str] = ""
-    knobs: ClassVar[dict[str, Knob]] = {}
+    # The knobs' declaration (a frozen dataclass; subclasses nest their own `class Knobs(StrategyKnobs)` and
+    # annotate `knobs: Knobs`) and this instance's values, read as `self.knobs.alpha`.
+    Knobs: ClassVar[type[StrategyKnobs]] = StrategyKnobs
+    knobs: StrategyKnobs
     needs_validation_batch: ClassVar[bool] = False
     needs_auxiliary_tasks: ClassVar[bool] = False  # task 0 main, at least one auxiliary task
     # Needs per-task gradients of the shared parameters: a model whose encoder has none cannot run it.
-    needs_shared_parameters: ClassVar[bool] = False
+    # (A class default an instance may refine from its knobs: IMTL-L never looks at a gradient.)
+    needs_shared_parameters: bool = False
     # Set to True when the strategy changed the model's parameters (Recon's layer split): the trainer then
     # rebuilds the optimizer before its next step and resets the flag.
     parameters_changed: bool = False
@@ -121,29 +149,32 @@ class Strategy:
                 f"strategy '{self.name}' weights auxiliary tasks against the main task (task 0) and needs "
                 f"at least 2 tasks; this data set has {num_tasks}"
             )
-        unknown = set(params) - set(self.knobs)
-        if unknown:
-            from tune_mtl.core.errors import unknown_name
-
-            raise unknown_name(f"hyperparameter of strategy '{self.name}'", sorted(unknown)[0], self.knobs)
         self.num_tasks = num_tasks
-        self.params = {k: knob.check(self.name, k, params.get(k, knob.default)) for k, knob in self.knobs.items()}
-        for key, value in self.params.items():
-            setattr(self, key, value)
+        self.knobs = self.Knobs.parse(self.name, params)
+
+    @classmethod
+    def knob_specs(cls) -> dict[str, Knob]:
+        """Every knob a user may set: its type, default, valid values and help (the catalogue, the YAML check)."""
+        return cls.Knobs.specs()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The knob values as a plain dict (logs, checkpoints)."""
+        return asdict(self.knobs)
 
     # -- hooks the trainer calls ------------------------------------------------------------------
-    def setup(self, model: nn.Module, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device) -> None:  # noqa: B027 (optional hook, no-op default)
         """Called once after the model is built, before the optimizer is created."""
 
     def parameters(self) -> list[nn.Parameter]:
         """Extra parameters the strategy learns (log-variances, task weights): the optimizer steps them."""
         return []
 
+    @abstractmethod
     def backward(self, ctx: StepContext) -> dict[str, float]:
         """Set `.grad` on every model parameter (and on `parameters()`); return values worth logging."""
-        raise NotImplementedError
 
-    def end_epoch(self, epoch: int, mean_task_losses: Tensor) -> None:
+    def end_epoch(self, epoch: int, mean_task_losses: Tensor) -> None:  # noqa: B027 (optional hook, no-op default)
         """Called after each training epoch with the epoch's mean training loss per task."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -165,13 +196,13 @@ class LossWeighting(Strategy):
 
     family = "loss_weighting"
 
+    @abstractmethod
     def weights(self, ctx: StepContext) -> Tensor:
         """[T] task weights (may carry a graph when the weights are learned through the loss)."""
-        raise NotImplementedError
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         weights = self.weights(ctx)
-        (weights * ctx.task_losses).sum().backward()
+        torch.autograd.backward((weights * ctx.task_losses).sum())
         return weight_logs(weights)
 
 
@@ -185,9 +216,9 @@ class GradientAggregation(Strategy):
     family = "gradient_aggregation"
     needs_shared_parameters = True
 
+    @abstractmethod
     def aggregate(self, jacobian: Tensor) -> Tensor:
         """[T, P] -> [P]; subclasses keep this a function of J (and of their own state)."""
-        raise NotImplementedError
 
     def shared_update(self, jacobian: Tensor, task_losses: Tensor) -> Tensor:
         """The shared gradient; override where the method also looks at the loss values (MGDA's `loss`
@@ -222,13 +253,16 @@ def gramian(jacobian: Tensor) -> Tensor:
 class GramianWeighting(GradientAggregation):
     """Aggregators that only need the T x T Gramian G = J J^T: weights w(G), update w^T J (torchjd's shape)."""
 
+    last_weights: Tensor | None = None  # the weights of the last aggregation, for the logs
+
+    @abstractmethod
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
-        raise NotImplementedError
+        """[T, T] Gramian (float64) -> [T] weights w; the update is w^T J."""
 
     def aggregate(self, jacobian: Tensor) -> Tensor:
-        self.last_weights = self.weights_from_gramian(gramian(jacobian))
-        return self.last_weights.to(jacobian.dtype) @ jacobian
+        weights = self.weights_from_gramian(gramian(jacobian))
+        self.last_weights = weights
+        return weights.to(jacobian.dtype) @ jacobian
 
     def logs(self) -> dict[str, float]:
-        weights = getattr(self, "last_weights", None)
-        return {} if weights is None else weight_logs(weights)
+        return {} if self.last_weights is None else weight_logs(self.last_weights)

@@ -10,10 +10,12 @@ to machine precision). `rescale` divides d by 1 (0), 1 + alpha^2 (1, the default
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from torch import Tensor
 
-from tune_mtl.strategies.base import GramianWeighting, Knob
+from tune_mtl.strategies.base import GramianWeighting, StrategyKnobs, knob
 from tune_mtl.strategies.min_norm import like, solve, to_numpy
 
 _EPS = 1e-20  # keeps |g_w| differentiable at 0 (scaled units)
@@ -79,18 +81,21 @@ class CAGrad(GramianWeighting):
     name = "cagrad"
     aliases = ("ca-grad",)
     summary = "conflict-averse gradient descent: best worst-case task improvement near the mean gradient"
-    knobs = {
-        "alpha": Knob(0.5, float, low=0.0, high=0.999999, help="radius of the ball around g0, in units of |g0|"),
-        "rescale": Knob(1, int, low=0, high=2, help="divide the update by 1 (0), 1 + alpha^2 (1) or 1 + alpha (2)"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        alpha: float = knob(0.5, low=0.0, high=0.999999, help="radius of the ball around g0, in units of |g0|")
+        rescale: int = knob(1, low=0, high=2, help="divide the update by 1 (0), 1 + alpha^2 (1) or 1 + alpha (2)")
+
+    knobs: Knobs
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         G = to_numpy(gramian)
         T = len(G)
-        w = cagrad_dual(G, self.alpha)
+        w = cagrad_dual(G, self.knobs.alpha)
         b = np.full(T, 1.0 / T)
         gw_norm = np.sqrt(max(w @ G @ w, 0.0))
         g0_norm = np.sqrt(max(b @ G @ b, 0.0))
-        coefficients = b + (self.alpha * g0_norm / gw_norm * w if gw_norm > 0 else 0.0)
-        coefficients = coefficients / (1.0, 1.0 + self.alpha**2, 1.0 + self.alpha)[self.rescale]
+        coefficients = b + (self.knobs.alpha * g0_norm / gw_norm * w if gw_norm > 0 else 0.0)
+        coefficients = coefficients / (1.0, 1.0 + self.knobs.alpha**2, 1.0 + self.knobs.alpha)[self.knobs.rescale]
         return like(coefficients, gramian)

@@ -9,13 +9,14 @@ losses into the decoders).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, weight_logs
+from tune_mtl.strategies.base import GradientAggregation, StepContext, StrategyKnobs, knob, weight_logs
 
 EPS = 1e-8
 
@@ -24,26 +25,31 @@ class DBMTL(GradientAggregation):
     name = "db-mtl"
     aliases = ("dbmtl", "db_mtl")
     summary = "log losses + EMA task gradients rescaled to the largest norm"
-    knobs = {
-        "beta": Knob(0.9, float, low=0.0, high=1.0, help="EMA factor of the task gradients"),
-        "beta_sigma": Knob(0.0, float, low=0.0, high=10.0, help="decay exponent: EMA factor beta / step^beta_sigma"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        beta: float = knob(0.9, low=0.0, high=1.0, help="EMA factor of the task gradients")
+        beta_sigma: float = knob(0.0, low=0.0, high=10.0, help="decay exponent: EMA factor beta / step^beta_sigma")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.step = 0
         self.buffer: Tensor | None = None
+        self.last_scales = torch.ones(num_tasks)  # norm scales of the last step, for the logs
 
     def scaled_gradients(self, log_jacobian: Tensor) -> Tensor:
         """Update the EMA with this step's [T, P] log-loss Jacobian; return the rescaled rows [T, P]."""
         self.step += 1
         if self.buffer is None or self.buffer.shape != log_jacobian.shape:
             self.buffer = torch.zeros_like(log_jacobian)
-        rate = self.beta / self.step**self.beta_sigma
+        rate: float = self.knobs.beta / self.step**self.knobs.beta_sigma
         self.buffer = (log_jacobian + rate * (self.buffer.to(log_jacobian) - log_jacobian)).detach()
         norms = self.buffer.norm(dim=1)
         self.last_scales = norms.max() / (norms + EPS)
-        return self.last_scales.unsqueeze(1) * self.buffer
+        scaled: Tensor = self.last_scales.unsqueeze(1) * self.buffer
+        return scaled
 
     def aggregate(self, jacobian: Tensor) -> Tensor:
         return self.scaled_gradients(jacobian).sum(dim=0)

@@ -8,12 +8,13 @@ first two epochs. The weights sum to the number of tasks T.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import Knob, LossWeighting, StepContext
+from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
 
 
 def dwa_weights(previous: Tensor, before: Tensor, temperature: float) -> Tensor:
@@ -25,9 +26,14 @@ class DWA(LossWeighting):
     name = "dwa"
     aliases = ("dynamic-weight-average",)
     summary = "dynamic weight average: T * softmax(loss ratio of the last two epochs / temperature)"
-    knobs = {"temperature": Knob(2.0, float, low=1e-3, high=1e3, help="softmax temperature T (MTAN: 2)")}
 
-    def __init__(self, num_tasks: int, **params) -> None:
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        temperature: float = knob(2.0, low=0.001, high=1000.0, help="softmax temperature T (MTAN: 2)")
+
+    knobs: Knobs
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.history: list[Tensor] = []  # mean training loss per task of the last two epochs
 
@@ -35,7 +41,7 @@ class DWA(LossWeighting):
         if len(self.history) < 2:
             return torch.ones(ctx.num_tasks, device=ctx.losses.device, dtype=ctx.losses.dtype)
         before, previous = self.history
-        return dwa_weights(previous, before, self.temperature).to(ctx.losses.device, ctx.losses.dtype)
+        return dwa_weights(previous, before, self.knobs.temperature).to(ctx.losses.device, ctx.losses.dtype)
 
     def end_epoch(self, epoch: int, mean_task_losses: Tensor) -> None:
         self.history = (self.history + [mean_task_losses.detach().double().cpu()])[-2:]

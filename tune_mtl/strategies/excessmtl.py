@@ -8,13 +8,14 @@ exponentiated-gradient step w_t <- w_t * exp(robust_step_size * e_t / e_t^0), re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import Knob, LossWeighting, StepContext
+from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
 
 
 class ExcessMTL(LossWeighting):
@@ -22,7 +23,12 @@ class ExcessMTL(LossWeighting):
     needs_shared_parameters = True
     aliases = ("excess-mtl",)
     summary = "exponentiated-gradient task weights from AdaGrad-scaled excess-risk estimates"
-    knobs = {"robust_step_size": Knob(1e-2, float, low=0.0, high=10.0, help="step of the weight update")}
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        robust_step_size: float = knob(0.01, low=0.0, high=10.0, help="step of the weight update")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
@@ -44,7 +50,7 @@ class ExcessMTL(LossWeighting):
             # A task without a shared gradient at the first step (dead units, a zero loss) has no reference
             # excess: its weight stays put instead of turning into 0/0 = NaN.
             ratio = torch.where(initial > 0, excess / initial.clamp_min(torch.finfo(J.dtype).tiny), 0.0)
-            weight = weight * torch.exp(self.robust_step_size * ratio)
+            weight = weight * torch.exp(self.knobs.robust_step_size * ratio)
             weight = weight / weight.sum() * ctx.num_tasks
         self.loss_weight = weight.detach()
         return self.loss_weight

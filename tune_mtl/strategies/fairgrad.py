@@ -7,12 +7,14 @@ alpha = 1 is proportional fairness, alpha -> inf approaches max-min fairness. Up
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from scipy.optimize import least_squares
 from torch import Tensor
 
-from tune_mtl.strategies.base import GramianWeighting, Knob
+from tune_mtl.strategies.base import GramianWeighting, StrategyKnobs, knob
 from tune_mtl.strategies.min_norm import to_numpy
 
 
@@ -22,7 +24,8 @@ def fairgrad_weights(gramian: Tensor, alpha: float) -> Tensor:
     power = 1.0 / alpha
 
     def residual(w: np.ndarray) -> np.ndarray:
-        return A @ w - np.power(w, -power)
+        out: np.ndarray = A @ w - np.power(w, -power)
+        return out
 
     def jacobian(w: np.ndarray) -> np.ndarray:
         return A + np.diag(power * np.power(w, -power - 1.0))
@@ -37,7 +40,12 @@ def fairgrad_weights(gramian: Tensor, alpha: float) -> Tensor:
 class FairGrad(GramianWeighting):
     name = "fairgrad"
     summary = "alpha-fair task weights: solve (J J^T) w = w^(-1/alpha)"
-    knobs = {"alpha": Knob(1.0, float, low=1e-3, high=100.0, help="fairness exponent (1: proportional fairness)")}
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        alpha: float = knob(1.0, low=0.001, high=100.0, help="fairness exponent (1: proportional fairness)")
+
+    knobs: Knobs
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
-        return fairgrad_weights(gramian, self.alpha)
+        return fairgrad_weights(gramian, self.knobs.alpha)

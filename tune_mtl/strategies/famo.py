@@ -15,13 +15,14 @@ influence anything). The pending batch and its losses are part of `state_dict` s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import Knob, LossWeighting, StepContext
+from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
 
 EPS = 1e-8
 
@@ -29,18 +30,21 @@ EPS = 1e-8
 class FAMO(LossWeighting):
     name = "famo"
     summary = "balanced loss decrease: softmax log-loss weights updated from the observed loss change"
-    knobs = {
-        "w_lr": Knob(0.025, float, low=0.0, high=10.0, help="Adam learning rate of the task logits"),
-        "gamma": Knob(1e-3, float, low=0.0, high=1.0, help="weight decay of the task logits"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        w_lr: float = knob(0.025, low=0.0, high=10.0, help="Adam learning rate of the task logits")
+        gamma: float = knob(0.001, low=0.0, high=1.0, help="weight decay of the task logits")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.logits = torch.zeros(num_tasks, requires_grad=True)
-        self.w_opt = torch.optim.Adam([self.logits], lr=self.w_lr, weight_decay=self.gamma)
+        self.w_opt = torch.optim.Adam([self.logits], lr=self.knobs.w_lr, weight_decay=self.knobs.gamma)
         self.pending: tuple[Any, Tensor] | None = None  # (batch, its task losses before the step)
 
-    def setup(self, model, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device) -> None:
         self._move(device)
 
     def _move(self, device: torch.device) -> None:
@@ -48,7 +52,7 @@ class FAMO(LossWeighting):
             moved = self.logits.detach().to(device).requires_grad_(True)
         state = self.w_opt.state_dict()
         self.logits = moved
-        self.w_opt = torch.optim.Adam([self.logits], lr=self.w_lr, weight_decay=self.gamma)
+        self.w_opt = torch.optim.Adam([self.logits], lr=self.knobs.w_lr, weight_decay=self.knobs.gamma)
         self.w_opt.load_state_dict(state)
 
     def task_weights(self) -> Tensor:
@@ -88,6 +92,6 @@ class FAMO(LossWeighting):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         device = self.logits.device
         self.logits = state["logits"].clone().to(device).requires_grad_(True)
-        self.w_opt = torch.optim.Adam([self.logits], lr=self.w_lr, weight_decay=self.gamma)
+        self.w_opt = torch.optim.Adam([self.logits], lr=self.knobs.w_lr, weight_decay=self.knobs.gamma)
         self.w_opt.load_state_dict(state["w_opt"])
         self.pending = state["pending"]

@@ -18,15 +18,16 @@ The QP is solved with scipy's SLSQP (LibMTL: cvxpy).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.optimize import minimize
-from torch import Tensor
+from torch import Tensor, nn
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
 from tune_mtl.strategies.min_norm import to_numpy
 from tune_mtl.strategies.stochastic_moo import piece_indices, sub_batch, trial_state
 
@@ -47,37 +48,41 @@ def solve_forum_qp(M: np.ndarray, pi: np.ndarray, c: float) -> np.ndarray:
         ],
         options={"ftol": 1e-12, "maxiter": 500},
     )
-    return np.clip(result.x, 0.0, None)
+    weights: np.ndarray = np.clip(result.x, 0.0, None)
+    return weights
 
 
 class FORUM(Strategy):
     name = "forum"
     family = "gradient_aggregation"
     summary = "bilevel (value-function) multi-gradient method: learned loss weights + constrained MGDA"
-    knobs = {
-        "phi": Knob(0.1, float, low=0.0, high=100.0, help="weight of the lower-level constraint (FORUM_phi)"),
-        "inner_lr": Knob(0.1, float, low=0.0, high=10.0, help="SGD step size of the lower-level look-ahead"),
-        "inner_steps": Knob(5, int, low=1, high=100, help="lower-level SGD steps to estimate min_w f"),
-        "outer_lr": Knob(1e-3, float, low=0.0, high=10.0, help="Adam learning rate of the loss-weight logits"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        phi: float = knob(0.1, low=0.0, high=100.0, help="weight of the lower-level constraint (FORUM_phi)")
+        inner_lr: float = knob(0.1, low=0.0, high=10.0, help="SGD step size of the lower-level look-ahead")
+        inner_steps: int = knob(5, low=1, high=100, help="lower-level SGD steps to estimate min_w f")
+        outer_lr: float = knob(0.001, low=0.0, high=10.0, help="Adam learning rate of the loss-weight logits")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.device = torch.device("cpu")
         self.logits = torch.zeros(num_tasks, requires_grad=True)
-        self.opt = torch.optim.Adam([self.logits], lr=self.outer_lr)
+        self.opt = torch.optim.Adam([self.logits], lr=self.knobs.outer_lr)
         self.lambd = np.zeros(num_tasks)
 
-    def setup(self, model, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device) -> None:
         self.device = device
         self.load_state_dict(self.state_dict())
 
-    def _lower_level_alpha_grad(self, ctx: StepContext, params: list, lower: Tensor) -> Tensor:
+    def _lower_level_alpha_grad(self, ctx: StepContext, params: list[nn.Parameter], lower: Tensor) -> Tensor:
         """grad_a f(a, w_K), w_K after `inner_steps` SGD steps on f(a, .) from the current parameters."""
         batch = sub_batch(ctx.batch, lower)
         z = torch.softmax(self.logits.detach(), dim=0)
         with trial_state(ctx.model):
-            for _ in range(self.inner_steps):
+            for _ in range(self.knobs.inner_steps):
                 loss = (z.to(ctx.losses) * ctx.compute_losses(batch).mean(dim=1)).sum()
                 if not torch.isfinite(loss) or loss.item() > 1e5:  # diverging look-ahead: stop as LibMTL does
                     break
@@ -85,7 +90,7 @@ class FORUM(Strategy):
                 with torch.no_grad():
                     for p, g in zip(params, grads, strict=True):
                         if g is not None:
-                            p.data = p.data - self.inner_lr * g
+                            p.data = p.data - self.knobs.inner_lr * g
             with torch.no_grad():
                 inner_losses = ctx.compute_losses(batch).mean(dim=1)
         with torch.enable_grad():
@@ -109,9 +114,9 @@ class FORUM(Strategy):
         J_F = J_F / (J_F.norm(dim=1, keepdim=True) + 1e-8)
         g_F = torch.cat([torch.zeros(T, T, dtype=J_F.dtype, device=J_F.device), J_F], dim=1)
         q_sq = float(g_q.pow(2).sum()) + 1e-8
-        pi = self.phi - to_numpy(g_F @ g_q) / q_sq
+        pi = self.knobs.phi - to_numpy(g_F @ g_q) / q_sq
         A = torch.cat([g_F, g_q.unsqueeze(0)], dim=0)
-        w = solve_forum_qp(to_numpy(A @ A.T), pi, self.phi * q_sq)
+        w = solve_forum_qp(to_numpy(A @ A.T), pi, self.knobs.phi * q_sq)
         self.lambd = self.lambd + (w[:T] - self.lambd) / (ctx.epoch + 1) ** 0.75
         nu = max(float(self.lambd @ pi), 0.0)
         direction = torch.as_tensor(self.lambd, dtype=g_F.dtype, device=g_F.device) @ g_F + nu * g_q
@@ -127,6 +132,6 @@ class FORUM(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.logits = state["logits"].clone().to(self.device).requires_grad_(True)
-        self.opt = torch.optim.Adam([self.logits], lr=self.outer_lr)
+        self.opt = torch.optim.Adam([self.logits], lr=self.knobs.outer_lr)
         self.opt.load_state_dict(state["opt"])
         self.lambd = np.array(state["lambd"], dtype=float)

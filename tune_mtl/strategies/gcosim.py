@@ -8,19 +8,21 @@ shared parameters: each head still learns from its own task's loss.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.auxiliary import write_shared_and_heads
-from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
 
 
 def cosine_gates(J: Tensor, weighted: bool = False) -> Tensor:
     """[T, P] task gradients -> [T] coefficients: 1 for the main task, the gate of each auxiliary task."""
     norms = J.norm(dim=1)
     cos = (J @ J[0]) / (norms * norms[0]).clamp_min(torch.finfo(J.dtype).tiny)
-    gates = cos.clamp_min(0.0) if weighted else (cos >= 0).to(J.dtype)
+    gates: Tensor = cos.clamp_min(0.0) if weighted else (cos >= 0).to(J.dtype)
     gates[0] = 1.0
     return gates
 
@@ -32,10 +34,15 @@ class GCosim(Strategy):
     family = "auxiliary"
     summary = "use an auxiliary gradient only when its cosine with the main-task gradient is >= 0; task 0 main"
     needs_auxiliary_tasks = True
-    knobs = {"weighted": Knob(False, bool, help="scale each auxiliary gradient by max(0, cos) instead of 0/1")}
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        weighted: bool = knob(False, help="scale each auxiliary gradient by max(0, cos) instead of 0/1")
+
+    knobs: Knobs
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         J = jac.task_jacobian(ctx.task_losses, ctx.shared_params, retain_graph=True)
-        gates = cosine_gates(J, self.weighted)
+        gates = cosine_gates(J, self.knobs.weighted)
         write_shared_and_heads(ctx, gates @ J, None)
         return weight_logs(gates)

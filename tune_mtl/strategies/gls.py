@@ -26,6 +26,6 @@ class GLS(Strategy):
     def backward(self, ctx: StepContext) -> dict[str, float]:
         task_losses = ctx.task_losses
         loss = geometric_mean(task_losses)
-        loss.backward()
+        torch.autograd.backward(loss)
         effective = loss.detach() / (ctx.num_tasks * task_losses.detach().clamp_min(torch.finfo(loss.dtype).tiny))
         return {**weight_logs(effective), "geometric_mean": float(loss.detach())}

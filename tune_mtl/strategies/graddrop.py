@@ -9,20 +9,27 @@ trainer's seeded torch generator of the device.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import GradientAggregation, Knob
+from tune_mtl.strategies.base import GradientAggregation, StrategyKnobs, knob
 
 
 class GradDrop(GradientAggregation):
     name = "graddrop"
     aliases = ("gsd", "grad-drop", "gradient-sign-dropout")
     summary = "gradient sign dropout: keep one sign per coordinate, chosen by its sign purity"
-    knobs = {"leak": Knob(0.0, float, low=0.0, high=1.0, help="fraction of the dropped components kept")}
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        leak: float = knob(0.0, low=0.0, high=1.0, help="fraction of the dropped components kept")
+
+    knobs: Knobs
 
     def aggregate(self, jacobian: Tensor) -> Tensor:
         purity = 0.5 * (1 + jacobian.sum(dim=0) / (jacobian.abs().sum(dim=0) + 1e-12))
         draw = torch.rand(purity.shape, dtype=purity.dtype, device=purity.device)  # seeded by torch.manual_seed
         keep = ((purity > draw) & (jacobian > 0)) | ((purity < draw) & (jacobian < 0))
-        return (jacobian * (self.leak + (1 - self.leak) * keep.to(jacobian.dtype))).sum(dim=0)
+        return (jacobian * (self.knobs.leak + (1 - self.knobs.leak) * keep.to(jacobian.dtype))).sum(dim=0)

@@ -15,13 +15,14 @@ never moved from 1).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
 
 MIN_WEIGHT = 1e-4  # weights are kept >= this before renormalising, so none can turn negative
 
@@ -46,19 +47,22 @@ class GradNorm(Strategy):
     aliases = ("gnorm", "gn", "grad-norm")
     family = "loss_weighting"
     summary = "weights learned to balance last-shared-layer gradient norms by relative training rate"
-    knobs = {
-        "alpha": Knob(1.5, float, low=0.0, high=10.0, help="asymmetry: pull of slow tasks (paper 0.12-3)"),
-        "weight_lr": Knob(0.025, float, low=1e-8, high=10.0, help="Adam step size of the task weights"),
-    }
 
-    def __init__(self, num_tasks: int, **params) -> None:
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        alpha: float = knob(1.5, low=0.0, high=10.0, help="asymmetry: pull of slow tasks (paper 0.12-3)")
+        weight_lr: float = knob(0.025, low=1e-08, high=10.0, help="Adam step size of the task weights")
+
+    knobs: Knobs
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self._reset(torch.ones(num_tasks))
         self.initial_losses: Tensor | None = None
 
     def _reset(self, values: Tensor) -> None:
         self.task_weights = values.detach().clone().requires_grad_(True)
-        self.weight_optimizer = torch.optim.Adam([self.task_weights], lr=self.weight_lr)
+        self.weight_optimizer = torch.optim.Adam([self.task_weights], lr=self.knobs.weight_lr)
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         self._reset(self.task_weights.to(device))
@@ -72,9 +76,9 @@ class GradNorm(Strategy):
         layer = last_shared_layer(ctx.shared_params)
         grad_norms = jac.task_jacobian(task_losses, [layer], retain_graph=True).norm(dim=1)
         used = self.task_weights.detach().clone()
-        (used * task_losses).sum().backward()
+        torch.autograd.backward((used * task_losses).sum())
 
-        loss = gradnorm_loss(self.task_weights, grad_norms, task_losses.detach(), self.initial_losses, self.alpha)
+        loss = gradnorm_loss(self.task_weights, grad_norms, task_losses.detach(), self.initial_losses, self.knobs.alpha)
         self.weight_optimizer.zero_grad(set_to_none=True)
         self.task_weights.grad = torch.autograd.grad(loss, self.task_weights)[0]
         self.weight_optimizer.step()

@@ -6,13 +6,14 @@ the strategy state. Work on the Gramian: g_i' = C[i] @ J, so all similarities co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import GramianWeighting, Knob
+from tune_mtl.strategies.base import GramianWeighting, StrategyKnobs, knob
 from tune_mtl.strategies.min_norm import like, to_numpy
 
 
@@ -41,7 +42,12 @@ class GradVac(GramianWeighting):
     name = "gradvac"
     aliases = ("gvac", "grad-vac", "gradient-vaccine")
     summary = "gradient vaccine: lift pairwise gradient similarity to an EMA target"
-    knobs = {"beta": Knob(0.5, float, low=1e-6, high=1.0, help="EMA rate of the similarity targets")}
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        beta: float = knob(0.5, low=1e-06, high=1.0, help="EMA rate of the similarity targets")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
@@ -53,7 +59,7 @@ class GradVac(GramianWeighting):
         for i in range(T):
             partners = [j for j in torch.randperm(T).tolist() if j != i]
             order.append(partners)
-        return like(gradvac_coefficients(to_numpy(gramian), self.targets, self.beta, order).sum(axis=0), gramian)
+        return like(gradvac_coefficients(to_numpy(gramian), self.targets, self.knobs.beta, order).sum(axis=0), gramian)
 
     def state_dict(self) -> dict[str, Any]:
         return {"targets": self.targets.copy()}

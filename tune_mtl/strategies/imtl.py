@@ -12,12 +12,13 @@ Task heads always get the gradient of their own (scaled) loss.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from tune_mtl.strategies.base import GramianWeighting, Knob, StepContext, weight_logs
+from tune_mtl.strategies.base import GramianWeighting, StepContext, StrategyKnobs, knob, weight_logs
 
 
 def imtl_g_weights(gramian: Tensor) -> Tensor:
@@ -38,17 +39,19 @@ def imtl_g_weights(gramian: Tensor) -> Tensor:
 
 class IMTL(GramianWeighting):
     name = "imtl"
-    aliases = ("imtl-h", "imtl-hybrid")
+    aliases: ClassVar[tuple[str, ...]] = ("imtl-h", "imtl-hybrid")
     summary = "impartial MTL: equal projections on unit task gradients (G), learnable loss scales (L), or both"
-    knobs = {
-        "mode": Knob("hybrid", str, choices=("gradient", "loss", "hybrid"),
-                     help="IMTL-G, IMTL-L or both (IMTL-H)"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        mode: Literal["gradient", "loss", "hybrid"] = knob("hybrid", help="IMTL-G, IMTL-L or both (IMTL-H)")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
-        self.log_scales = nn.Parameter(torch.zeros(num_tasks)) if self.mode != "gradient" else None
-        self.needs_shared_parameters = self.mode != "loss"  # IMTL-L never looks at a task gradient
+        self.log_scales = nn.Parameter(torch.zeros(num_tasks)) if self.knobs.mode != "gradient" else None
+        self.needs_shared_parameters = self.knobs.mode != "loss"  # IMTL-L never looks at a task gradient
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         if self.log_scales is not None:
@@ -70,8 +73,8 @@ class IMTL(GramianWeighting):
             s.grad = (s.detach().exp() * task_losses.detach().to(s.dtype) - 1).detach()
             task_losses = s.detach().exp().to(task_losses.dtype) * task_losses
             logs.update(weight_logs(s.detach().exp(), "scale"))
-        if self.mode == "loss":
-            task_losses.sum().backward()
+        if self.knobs.mode == "loss":
+            torch.autograd.backward(task_losses.sum())
             return logs
         self.step_on_losses(ctx, task_losses)
         logs.update(self.logs())
@@ -82,19 +85,21 @@ class IMTLGradient(IMTL):
     name = "imtl-g"
     aliases = ("imtlg",)
     summary = "IMTL-G: shared update with equal projections onto every unit task gradient"
-    knobs = {}
 
-    def __init__(self, num_tasks: int, **params: Any) -> None:
-        self.mode = "gradient"
-        super().__init__(num_tasks, **params)
+    @dataclass(frozen=True)
+    class Knobs(IMTL.Knobs):
+        mode: Literal["gradient", "loss", "hybrid"] = field(default="gradient", init=False)  # fixed, not a knob
+
+    knobs: Knobs
 
 
 class IMTLLoss(IMTL):
     name = "imtl-l"
     aliases = ("imtll",)
     summary = "IMTL-L: learnable loss scales, loss e^s L - s per task"
-    knobs = {}
 
-    def __init__(self, num_tasks: int, **params: Any) -> None:
-        self.mode = "loss"
-        super().__init__(num_tasks, **params)
+    @dataclass(frozen=True)
+    class Knobs(IMTL.Knobs):
+        mode: Literal["gradient", "loss", "hybrid"] = field(default="loss", init=False)  # fixed, not a knob
+
+    knobs: Knobs

@@ -63,7 +63,7 @@ def choose_method(params: Sequence[Tensor], device: torch.device) -> Literal["ba
     return "loop" if device.type == "cpu" and has_convolution(params) else "batched"
 
 
-def flatten_grads(grads: Sequence[Tensor | None], params: Sequence[nn.Parameter], rows: int) -> Tensor:
+def flatten_grads(grads: Sequence[Tensor | None], params: Sequence[Tensor], rows: int) -> Tensor:
     """Per-parameter [rows, *shape] gradients (None = unused) -> one [rows, P] matrix."""
     return torch.cat(
         [
@@ -74,7 +74,7 @@ def flatten_grads(grads: Sequence[Tensor | None], params: Sequence[nn.Parameter]
     )
 
 
-def batched_jacobian(task_losses: Tensor, params: Sequence[nn.Parameter], retain_graph: bool) -> Tensor:
+def batched_jacobian(task_losses: Tensor, params: Sequence[Tensor], retain_graph: bool) -> Tensor:
     """J[T, P] from one reverse pass vmapped over the rows of the identity."""
     eye = torch.eye(task_losses.shape[0], device=task_losses.device, dtype=task_losses.dtype)
     grads = torch.autograd.grad(
@@ -83,7 +83,7 @@ def batched_jacobian(task_losses: Tensor, params: Sequence[nn.Parameter], retain
     return flatten_grads(grads, params, task_losses.shape[0])
 
 
-def looped_jacobian(task_losses: Tensor, params: Sequence[nn.Parameter], retain_graph: bool) -> Tensor:
+def looped_jacobian(task_losses: Tensor, params: Sequence[Tensor], retain_graph: bool) -> Tensor:
     """J[T, P] from T reverse passes, the graph kept between them (and after the last one if asked)."""
     T = task_losses.shape[0]
     rows = []
@@ -96,7 +96,7 @@ def looped_jacobian(task_losses: Tensor, params: Sequence[nn.Parameter], retain_
 
 
 def task_jacobian(
-    task_losses: Tensor, params: Sequence[nn.Parameter], retain_graph: bool = True, method: Method = "auto"
+    task_losses: Tensor, params: Sequence[Tensor], retain_graph: bool = True, method: Method = "auto"
 ) -> Tensor:
     """J[t, :] = d task_losses[t] / d params, flattened: a [T, P] matrix.
 
@@ -126,11 +126,11 @@ def task_jacobian(
 
 def task_jacobian_and_head_grads(
     task_losses: Tensor,
-    shared_params: Sequence[nn.Parameter],
-    task_params: Sequence[Sequence[nn.Parameter]],
+    shared_params: Sequence[Tensor],
+    task_params: Sequence[Sequence[Tensor]],
     retain_graph: bool = True,
     method: Method = "auto",
-) -> tuple[Tensor, list[tuple[nn.Parameter, Tensor]]]:
+) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
     """J of `task_losses` w.r.t. the shared parameters, and (head parameter, gradient) pairs: for each task t
     the gradient of its own loss w.r.t. each trainable parameter of `task_params[t]` (zeros where unused).
 
@@ -161,8 +161,8 @@ def task_jacobian_and_head_grads(
 
 
 def head_grads(
-    task_losses: Tensor, heads: Sequence[Sequence[nn.Parameter]], retain_graph: bool = True
-) -> list[tuple[nn.Parameter, Tensor]]:
+    task_losses: Tensor, heads: Sequence[Sequence[Tensor]], retain_graph: bool = True
+) -> list[tuple[Tensor, Tensor]]:
     """(parameter, d task_losses[t] / d parameter) for every parameter of every `heads[t]`, from one backward
     of sum_t task_losses[t] (each head only influences its own loss)."""
     flat = [p for params in heads for p in params]
@@ -172,12 +172,12 @@ def head_grads(
     return [(p, torch.zeros_like(p) if g is None else g) for p, g in zip(flat, grads, strict=True)]
 
 
-def set_grads(pairs: Sequence[tuple[nn.Parameter, Tensor]]) -> None:
+def set_grads(pairs: Sequence[tuple[Tensor, Tensor]]) -> None:
     """Set (overwrite) `.grad` of each parameter from its (parameter, gradient) pair."""
     for p, g in pairs:
         p.grad = g
 
-def write_grads(params: Sequence[nn.Parameter], flat: Tensor) -> None:
+def write_grads(params: Sequence[Tensor], flat: Tensor) -> None:
     """Set (overwrite) `.grad` of `params` from one flat [P] vector."""
     offset = 0
     for p in params:
@@ -188,7 +188,7 @@ def write_grads(params: Sequence[nn.Parameter], flat: Tensor) -> None:
         raise ValueError(f"gradient has {flat.numel()} entries, parameters need {offset}")
 
 
-def backward_heads(task_losses: Tensor, head_params: Sequence[nn.Parameter], weights: Tensor | None = None) -> None:
+def backward_heads(task_losses: Tensor, head_params: Sequence[Tensor], weights: Tensor | None = None) -> None:
     """Give each task head the gradient of its own (optionally weighted) loss; leaves shared grads alone."""
     head_params = [p for p in head_params if p.requires_grad]
     if not head_params:
@@ -226,7 +226,7 @@ def functional_losses(model: nn.Module, compute_losses: LossesOf, batch: Any, ov
     return losses
 
 
-def parameter_names(model: nn.Module, params: Sequence[nn.Parameter]) -> list[str]:
+def parameter_names(model: nn.Module, params: Sequence[Tensor]) -> list[str]:
     """The names under which `model` holds `params` (the keys `functional_losses` substitutes)."""
     by_id = {id(p): name for name, p in model.named_parameters()}
     missing = [i for i, p in enumerate(params) if id(p) not in by_id]
@@ -260,7 +260,7 @@ def per_sample_directional_derivatives(
     model: nn.Module,
     compute_losses: LossesOf,
     batch: Any,
-    params: Sequence[nn.Parameter],
+    params: Sequence[Tensor],
     direction: Sequence[Tensor],
     at: Sequence[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:

@@ -12,21 +12,27 @@ combination of the normalised gradients.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GramianWeighting, Knob, StepContext, gramian, weight_logs
+from tune_mtl.strategies.base import GramianWeighting, StepContext, StrategyKnobs, gramian, knob
 from tune_mtl.strategies.min_norm import like, min_norm_weights
 
 
 class MGDA(GramianWeighting):
     name = "mgda"
     summary = "multiple-gradient descent: exact min-norm convex combination of the task gradients"
-    knobs = {
-        "normalization": Knob("none", str, choices=("none", "l2", "loss", "loss+"),
-                              help="task-gradient normalisation before the min-norm solve (LibMTL mgda_gn)"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        normalization: Literal["none", "l2", "loss", "loss+"] = knob(
+            "none", help="task-gradient normalisation before the min-norm solve (LibMTL mgda_gn)")
+
+    knobs: Knobs
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         return like(min_norm_weights(gramian), gramian)
@@ -36,7 +42,7 @@ class MGDA(GramianWeighting):
         losses = task_losses.detach().to(jacobian.dtype)
         scale = {"none": torch.ones_like(norms), "l2": norms, "loss": losses, "loss+": losses * norms}
         # A zero gradient or loss stays as it is rather than turning into NaN.
-        out = scale[self.normalization]
+        out = scale[self.knobs.normalization]
         return torch.where(out > 0, out, torch.ones_like(out))
 
     def combination(self, jacobian: Tensor, task_losses: Tensor) -> Tensor:
@@ -62,5 +68,5 @@ class MGDAUpperBound(MGDA):
         task_losses = ctx.task_losses
         J = jac.task_jacobian(task_losses, [ctx.representation], retain_graph=True)
         coefficients = self.combination(J, task_losses)
-        (coefficients.detach() * task_losses).sum().backward()
-        return weight_logs(self.last_weights)
+        torch.autograd.backward((coefficients.detach() * task_losses).sum())
+        return self.logs()

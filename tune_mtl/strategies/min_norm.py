@@ -35,9 +35,10 @@ def like(weights: np.ndarray, reference: Tensor) -> Tensor:
 
 def solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     try:
-        return np.linalg.solve(matrix, rhs)
+        solution: np.ndarray = np.linalg.solve(matrix, rhs)
     except np.linalg.LinAlgError:  # exactly singular: duplicated gradients; the min-norm solution is fine
-        return np.linalg.lstsq(matrix, rhs, rcond=None)[0]
+        solution = np.linalg.lstsq(matrix, rhs, rcond=None)[0]
+    return solution
 
 
 def _affine_min_norm(G: np.ndarray) -> np.ndarray:
@@ -155,4 +156,5 @@ def project_simplex(v: np.ndarray) -> np.ndarray:
     cumulative = np.cumsum(u) - 1.0
     k = np.arange(1, len(v) + 1)
     rho = int(np.nonzero(u - cumulative / k > 0)[0][-1])
-    return np.maximum(v - cumulative[rho] / (rho + 1), 0.0)
+    projected: np.ndarray = np.maximum(v - cumulative[rho] / (rho + 1), 0.0)
+    return projected

@@ -13,26 +13,30 @@ The paper's simplex projection is used (LibMTL's code takes a softmax instead). 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import GradientAggregation, Knob, weight_logs
+from tune_mtl.strategies.base import GradientAggregation, StrategyKnobs, knob, weight_logs
 from tune_mtl.strategies.min_norm import project_simplex, to_numpy
 
 
 class MoCo(GradientAggregation):
     name = "moco"
     summary = "stochastic MoCo: MGDA-style weights on tracked (EMA) task gradients"
-    knobs = {
-        "beta": Knob(0.5, float, low=0.0, high=1.0, help="step of the gradient tracking EMA"),
-        "beta_sigma": Knob(0.5, float, low=0.0, high=1.0, help="decay exponent of beta_k"),
-        "gamma": Knob(0.1, float, low=0.0, high=100.0, help="step of the weight update"),
-        "gamma_sigma": Knob(0.5, float, low=0.0, high=1.0, help="decay exponent of gamma_k"),
-        "rho": Knob(0.0, float, low=0.0, high=100.0, help="ridge on YY' in the weight update"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        beta: float = knob(0.5, low=0.0, high=1.0, help="step of the gradient tracking EMA")
+        beta_sigma: float = knob(0.5, low=0.0, high=1.0, help="decay exponent of beta_k")
+        gamma: float = knob(0.1, low=0.0, high=100.0, help="step of the weight update")
+        gamma_sigma: float = knob(0.5, low=0.0, high=1.0, help="decay exponent of gamma_k")
+        rho: float = knob(0.0, low=0.0, high=100.0, help="ridge on YY' in the weight update")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
@@ -45,11 +49,11 @@ class MoCo(GradientAggregation):
         self.k += 1
         if self.tracked is None:
             self.tracked = torch.zeros_like(jacobian)
-        beta_k = self.beta / self.k**self.beta_sigma
-        gamma_k = self.gamma / self.k**self.gamma_sigma
+        beta_k = self.knobs.beta / self.k**self.knobs.beta_sigma
+        gamma_k = self.knobs.gamma / self.k**self.knobs.gamma_sigma
         self.tracked = self.tracked.to(jacobian) - beta_k * (self.tracked.to(jacobian) - jacobian)
         Y = self.tracked
-        M = to_numpy(Y @ Y.T) + self.rho * np.eye(self.num_tasks)
+        M = to_numpy(Y @ Y.T) + self.knobs.rho * np.eye(self.num_tasks)
         self.lam = project_simplex(self.lam - gamma_k * M @ self.lam)
         return torch.as_tensor(self.lam, dtype=Y.dtype, device=Y.device) @ Y
 

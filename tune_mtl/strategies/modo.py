@@ -8,23 +8,29 @@ of the current batch (one batched reverse pass over the 3T sub-batch losses), so
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
 from tune_mtl.strategies.stochastic_moo import piece_losses, project_to_simplex
 
 
-class MoDo(GradientAggregation):
+class MoDo(Strategy):  # its own backward: several Jacobians or no Jacobian per step, no aggregate(J)
+    family = "gradient_aggregation"
+    needs_shared_parameters = True
     name = "modo"
     summary = "MGDA weights by a stochastic projected-gradient step with double sampling"
-    knobs = {
-        "gamma": Knob(1e-3, float, low=0.0, high=10.0, help="step size of the task weights"),
-        "rho": Knob(0.1, float, low=0.0, high=10.0, help="l2 regularisation of the task-weight update"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        gamma: float = knob(0.001, low=0.0, high=10.0, help="step size of the task weights")
+        rho: float = knob(0.1, low=0.0, high=10.0, help="l2 regularisation of the task-weight update")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
@@ -32,7 +38,8 @@ class MoDo(GradientAggregation):
 
     def aggregate_pieces(self, j1: Tensor, j2: Tensor, j3: Tensor) -> Tensor:
         lambd = self.lambd.to(j1)
-        self.lambd = project_to_simplex(lambd - self.gamma * (j1 @ (j2.T @ lambd) + self.rho * lambd)).detach()
+        step = self.knobs.gamma * (j1 @ (j2.T @ lambd) + self.knobs.rho * lambd)
+        self.lambd = project_to_simplex(lambd - step).detach()
         return self.lambd @ j3
 
     def backward(self, ctx: StepContext) -> dict[str, float]:

@@ -14,13 +14,14 @@ strategy's sum of task losses instead of shrinking the step by T.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import Knob, LossWeighting, StepContext
+from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
 from tune_mtl.strategies.stochastic_moo import (
     min_norm_weights,
     move_parameters,
@@ -37,18 +38,21 @@ def softmax_jacobian(z: Tensor) -> Tensor:
 class MOML(LossWeighting):
     name = "moml"
     summary = "bilevel: task weights meta-learned by MGDA over one-step look-ahead hypergradients"
-    knobs = {
-        "inner_lr": Knob(0.1, float, low=0.0, high=10.0, help="step size of the virtual lower-level SGD step"),
-        "outer_lr": Knob(1e-3, float, low=0.0, high=10.0, help="Adam learning rate of the task-weight logits"),
-        "upper": Knob("mgda", str, choices=("mgda", "mean"), help="how the T hypergradients are combined"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        inner_lr: float = knob(0.1, low=0.0, high=10.0, help="step size of the virtual lower-level SGD step")
+        outer_lr: float = knob(0.001, low=0.0, high=10.0, help="Adam learning rate of the task-weight logits")
+        upper: Literal["mgda", "mean"] = knob("mgda", help="how the T hypergradients are combined")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.logits = torch.zeros(num_tasks, requires_grad=True)
-        self.opt = torch.optim.Adam([self.logits], lr=self.outer_lr)
+        self.opt = torch.optim.Adam([self.logits], lr=self.knobs.outer_lr)
 
-    def setup(self, model, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device) -> None:
         self.device = device
         self.load_state_dict(self.state_dict())
 
@@ -59,14 +63,14 @@ class MOML(LossWeighting):
         g_f = jac.task_jacobian(ctx.losses[:, lower].mean(dim=1), params, retain_graph=True).detach()
         z = torch.softmax(self.logits.detach(), dim=0).to(g_f)
         with trial_state(ctx.model):
-            move_parameters(params, z @ g_f, -self.inner_lr)
+            move_parameters(params, z @ g_f, -self.knobs.inner_lr)
             ul_losses = ctx.compute_losses(sub_batch(ctx.batch, upper)).mean(dim=1)
             g_F = jac.task_jacobian(ul_losses, params, retain_graph=False).detach()
-        return -self.inner_lr * (g_F @ g_f.T) @ softmax_jacobian(z)
+        return -self.knobs.inner_lr * (g_F @ g_f.T) @ softmax_jacobian(z)
 
     def weights(self, ctx: StepContext) -> Tensor:
         hyper = self.hypergradients(ctx)
-        if self.upper == "mgda":
+        if self.knobs.upper == "mgda":
             direction = min_norm_weights(hyper @ hyper.T) @ hyper
         else:
             direction = hyper.mean(dim=0)
@@ -81,5 +85,5 @@ class MOML(LossWeighting):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         device = getattr(self, "device", self.logits.device)
         self.logits = state["logits"].clone().to(device).requires_grad_(True)
-        self.opt = torch.optim.Adam([self.logits], lr=self.outer_lr)
+        self.opt = torch.optim.Adam([self.logits], lr=self.knobs.outer_lr)
         self.opt.load_state_dict(state["opt"])

@@ -11,6 +11,7 @@ Jacobian is needed), and the shared gradient is clipped to `max_norm` (0: no cli
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, gramian, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, gramian, knob, weight_logs
 from tune_mtl.strategies.min_norm import solve, to_numpy
 
 # Floor on the eigenvalues of the Gramian relative to its trace: when the task gradients are linearly
@@ -54,15 +55,20 @@ def nash_weights(gramian: Tensor | np.ndarray, start: np.ndarray | None = None, 
     return alpha
 
 
-class NashMTL(GradientAggregation):
+class NashMTL(Strategy):  # its own backward: several Jacobians or no Jacobian per step, no aggregate(J)
+    family = "gradient_aggregation"
+    needs_shared_parameters = True
     name = "nashmtl"
     aliases = ("nash", "nash-mtl")
     summary = "Nash bargaining over task gradients: weights alpha with G alpha = 1/alpha"
-    knobs = {
-        "update_weights_every": Knob(1, int, low=1, high=10_000, help="recompute alpha every k steps"),
-        "optim_niter": Knob(20, int, low=1, high=1000, help="Newton iterations per solve"),
-        "max_norm": Knob(1.0, float, low=0.0, high=1e6, help="clip the shared gradient norm (0: off)"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        update_weights_every: int = knob(1, low=1, high=10000, help="recompute alpha every k steps")
+        optim_niter: int = knob(20, low=1, high=1000, help="Newton iterations per solve")
+        max_norm: float = knob(1.0, low=0.0, high=1000000.0, help="clip the shared gradient norm (0: off)")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
@@ -71,7 +77,7 @@ class NashMTL(GradientAggregation):
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         task_losses = ctx.task_losses
-        update = self.updates % self.update_weights_every == 0
+        update = self.updates % self.knobs.update_weights_every == 0
         self.updates += 1
         if update:
             J = jac.task_jacobian(task_losses, ctx.shared_params, retain_graph=True)
@@ -81,9 +87,9 @@ class NashMTL(GradientAggregation):
             jac.write_grads(ctx.shared_params, weights @ J)
             jac.backward_heads(task_losses, ctx.all_task_params, weights)
         else:
-            (weights * task_losses).sum().backward()
-        if self.max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(ctx.shared_params, self.max_norm)
+            torch.autograd.backward((weights * task_losses).sum())
+        if self.knobs.max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(ctx.shared_params, self.knobs.max_norm)
         return weight_logs(weights)
 
     def solve(self, G: np.ndarray, warm: bool) -> np.ndarray:
@@ -96,7 +102,8 @@ class NashMTL(GradientAggregation):
         root = np.sqrt(norm)
         # Warm start from the previous solution: consecutive Gramians are close.
         start = self.alpha * root if warm else None
-        return nash_weights(G / norm, start=start, max_iter=self.optim_niter) / root
+        alpha: np.ndarray = nash_weights(G / norm, start=start, max_iter=self.knobs.optim_niter) / root
+        return alpha
 
     def state_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha.copy(), "updates": self.updates}

@@ -13,13 +13,14 @@ maximised). The seed's counter started at 0.4 and never equalled N, so its weigh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.auxiliary import write_shared_and_heads
-from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
 
 
 class OLAux(Strategy):
@@ -29,12 +30,15 @@ class OLAux(Strategy):
     family = "auxiliary"
     summary = "auxiliary weights learned online from <g_main, g_aux> every N steps; task 0 main"
     needs_auxiliary_tasks = True
-    knobs = {
-        "N": Knob(2, int, low=1, high=10_000, help="update the auxiliary weights every N steps (seed: 2)"),
-        "beta": Knob(0.1, float, low=0.0, high=1e4, help="step size of the weight update"),
-    }
 
-    def __init__(self, num_tasks: int, **params) -> None:
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        N: int = knob(2, low=1, high=10000, help="update the auxiliary weights every N steps (seed: 2)")
+        beta: float = knob(0.1, low=0.0, high=10000.0, help="step size of the weight update")
+
+    knobs: Knobs
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.task_weights = torch.ones(num_tasks, dtype=torch.float64)
         self.alignment = torch.zeros(num_tasks - 1, dtype=torch.float64)  # sum_j <g_main_j, g_k_j>
@@ -46,8 +50,8 @@ class OLAux(Strategy):
         write_shared_and_heads(ctx, weights @ J, weights)
         self.alignment += (J[1:] @ J[0]).detach().double().cpu()
         self.steps_in_window += 1
-        if self.steps_in_window >= self.N:
-            self.task_weights[1:] = (self.task_weights[1:] + self.beta * self.alignment).clamp_min(0.0)
+        if self.steps_in_window >= self.knobs.N:
+            self.task_weights[1:] = (self.task_weights[1:] + self.knobs.beta * self.alignment).clamp_min(0.0)
             self.alignment.zero_()
             self.steps_in_window = 0
         return weight_logs(weights)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import Knob, StepContext, Strategy
+from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ class BranchedSequential(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         h: Tensor | list[Tensor] = x
-        for i, layer in enumerate(self.layers):
-            if i in self.split:
+        for layer in self.layers:
+            if isinstance(layer, nn.ModuleList):  # a split module: one copy per task (a ModuleList has no forward)
                 branches = h if isinstance(h, list) else [h] * self.num_tasks
                 h = [copy_t(h_t) for copy_t, h_t in zip(layer, branches, strict=True)]
             else:
@@ -51,7 +52,8 @@ class BranchedSequential(nn.Module):
         return h
 
     def task_specific_parameters(self) -> list[list[nn.Parameter]]:
-        return [[p for i in self.split for p in self.layers[i][t].parameters()] for t in range(self.num_tasks)]
+        copies = [layer for layer in self.layers if isinstance(layer, nn.ModuleList)]
+        return [[p for per_task in copies for p in per_task[t].parameters()] for t in range(self.num_tasks)]
 
 
 def conflict_counts(jacobian: Tensor, blocks: list[Tensor], threshold: float) -> Tensor:
@@ -71,19 +73,22 @@ class Recon(Strategy):
     needs_shared_parameters = True
     family = "architecture"
     summary = "split the most conflicting shared layers into task-specific copies, then train with a base strategy"
-    knobs = {
-        "warmup_steps": Knob(100, int, low=1, high=1_000_000, help="steps of conflict scoring before the split"),
-        "k": Knob(1, int, low=0, high=1000, help="number of shared modules turned task-specific"),
-        "threshold": Knob(0.0, float, low=-1.0, high=1.0, help="cosine below which two task gradients conflict"),
-        "base": Knob("uniform", str, help="strategy that trains the model before and after the split"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        warmup_steps: int = knob(100, low=1, high=1000000, help="steps of conflict scoring before the split")
+        k: int = knob(1, low=0, high=1000, help="number of shared modules turned task-specific")
+        threshold: float = knob(0.0, low=-1.0, high=1.0, help="cosine below which two task gradients conflict")
+        base: str = knob("uniform", help="strategy that trains the model before and after the split")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         from tune_mtl import strategies
 
         try:
-            base = strategies.resolve(self.base)
+            base = strategies.resolve(self.knobs.base)
         except UserError as err:
             raise UserError(f"strategy 'recon' hyperparameter 'base': {err}") from None
         if base == self.name:
@@ -113,16 +118,27 @@ class Recon(Strategy):
         for p in ctx.shared_params:
             offsets[id(p)] = torch.arange(start, start + p.numel())
             start += p.numel()
-        encoder = self.model.encoder
+        encoder = self._encoder()
         blocks = [torch.cat([offsets[id(p)] for p in encoder[i].parameters() if p.requires_grad])
                   for i in self.candidates]
         J = jac.task_jacobian(ctx.task_losses, ctx.shared_params, retain_graph=True)
-        self.scores += conflict_counts(J, blocks, self.threshold).cpu()
+        self.scores += conflict_counts(J, blocks, self.knobs.threshold).cpu()
+
+    def _model(self) -> nn.Module:
+        if self.model is None:
+            raise RuntimeError("recon: setup(model, device) must run before the first step")
+        return self.model
+
+    def _encoder(self) -> nn.Sequential:
+        encoder = self._model().encoder
+        if not isinstance(encoder, nn.Sequential):  # checked in setup; split already (BranchedSequential)
+            raise RuntimeError(f"recon: the encoder is {type(encoder).__name__}, no longer the sequential one")
+        return encoder
 
     def chosen_modules(self) -> list[int]:
-        k = min(self.k, max(len(self.candidates) - 1, 0))  # keep at least one module shared
-        if k < self.k:
-            log.warning("recon: k=%d but the encoder has %d shared modules; splitting %d", self.k,
+        k = min(self.knobs.k, max(len(self.candidates) - 1, 0))  # keep at least one module shared
+        if k < self.knobs.k:
+            log.warning("recon: k=%d but the encoder has %d shared modules; splitting %d", self.knobs.k,
                         len(self.candidates), k)
         order = sorted(range(len(self.candidates)), key=lambda j: (-float(self.scores[j]), j))
         return sorted(self.candidates[j] for j in order[:k])
@@ -130,14 +146,14 @@ class Recon(Strategy):
     def _apply_split(self, split: list[int]) -> None:
         self.split = list(split)
         if split:
-            self.model.encoder = BranchedSequential(list(self.model.encoder), split, self.num_tasks)
+            self._model().encoder = BranchedSequential(list(self._encoder()), split, self.num_tasks)
             self.parameters_changed = True
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         if self.split is None:
             self._score(ctx)
             self.seen += 1
-            if self.seen >= self.warmup_steps:
+            if self.seen >= self.knobs.warmup_steps:
                 self._apply_split(self.chosen_modules())
                 if self.split:  # the old graph belongs to the old parameters: recompute on the new model
                     ctx = dataclasses.replace(

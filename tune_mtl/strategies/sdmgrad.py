@@ -12,25 +12,31 @@ batched reverse pass gives all 3T rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GradientAggregation, Knob, StepContext, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
 from tune_mtl.strategies.stochastic_moo import piece_losses, project_to_simplex
 
 LR, MOMENTUM = 5.0, 0.5  # the weights' SGD optimiser in LibMTL and the official code
 
 
-class SDMGrad(GradientAggregation):
+class SDMGrad(Strategy):  # its own backward: several Jacobians or no Jacobian per step, no aggregate(J)
+    family = "gradient_aggregation"
+    needs_shared_parameters = True
     name = "sdmgrad"
     summary = "direction-oriented stochastic MGDA (three sub-batches, regularised towards the mean gradient)"
-    knobs = {
-        "lamda": Knob(0.3, float, low=0.0, high=100.0, help="pull towards the average-gradient direction"),
-        "niter": Knob(20, int, low=1, high=1000, help="projected SGD steps on the weights per training step"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        lamda: float = knob(0.3, low=0.0, high=100.0, help="pull towards the average-gradient direction")
+        niter: int = knob(20, low=1, high=1000, help="projected SGD steps on the weights per training step")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
@@ -46,12 +52,12 @@ class SDMGrad(GradientAggregation):
         symmetric = 0.5 * (GG + GG.T)
         w = self.w.to(GG)
         velocity = self.velocity
-        for _ in range(self.niter):
-            grad = symmetric @ w + self.lamda * Gg
+        for _ in range(self.knobs.niter):
+            grad = symmetric @ w + self.knobs.lamda * Gg
             velocity = grad if velocity is None else MOMENTUM * velocity.to(GG) + grad  # torch SGD's rule
             w = project_to_simplex(w - LR * velocity)
         self.w, self.velocity = w.detach(), velocity
-        return (w.to(zeta.dtype) @ zeta + self.lamda * zeta.mean(dim=0)) / (1.0 + self.lamda)
+        return (w.to(zeta.dtype) @ zeta + self.knobs.lamda * zeta.mean(dim=0)) / (1.0 + self.knobs.lamda)
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         T = ctx.num_tasks

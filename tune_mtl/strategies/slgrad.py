@@ -26,13 +26,15 @@ never written to the model: there is still exactly one optimizer step per batch.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.auxiliary import main_validation_gradient
-from tune_mtl.strategies.base import Knob, StepContext, Strategy, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +57,28 @@ class SLGrad(Strategy):
     summary = "sample-level weights max(0, <grad l_t(x_i), grad L_main(val)>) from one JVP; task 0 main"
     needs_validation_batch = True
     needs_auxiliary_tasks = True
-    knobs = {
-        "lookahead": Knob(False, bool, help="compute the weights at a virtual look-ahead point (never applied)"),
-        "lookahead_lr": Knob(1e-2, float, low=0.0, high=10.0, help="step size of the virtual look-ahead step"),
-    }
 
-    def __init__(self, num_tasks: int, **params) -> None:
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        lookahead: bool = knob(False, help="compute the weights at a virtual look-ahead point (never applied)")
+        lookahead_lr: float = knob(0.01, low=0.0, high=10.0, help="step size of the virtual look-ahead step")
+
+    knobs: Knobs
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.task_weights: Tensor | None = None  # previous batch's mean weight per task (look-ahead only)
         self._fallback_warned = False
         self.last_weights: Tensor | None = None
 
     def _lookahead_point(self, ctx: StepContext) -> list[Tensor] | None:
-        if not self.lookahead:
+        if not self.knobs.lookahead:
             return None
         prev = torch.ones(ctx.num_tasks) if self.task_weights is None else self.task_weights
         prev = prev.to(ctx.losses.device, ctx.losses.dtype)
         grads = torch.autograd.grad((prev * ctx.task_losses).sum(), ctx.shared_params, retain_graph=True,
                                     allow_unused=True)
-        return [p.detach() - self.lookahead_lr * (0 if g is None else g)
+        return [p.detach() - self.knobs.lookahead_lr * (0 if g is None else g)
                 for p, g in zip(ctx.shared_params, grads, strict=True)]
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
@@ -89,7 +94,7 @@ class SLGrad(Strategy):
             self._fallback_warned = True
         weights = weights.to(ctx.losses.dtype)
         self.last_weights = weights  # [T, B], kept for inspection and tests
-        (weights * ctx.losses).mean(dim=1).sum().backward()
+        torch.autograd.backward((weights * ctx.losses).mean(dim=1).sum())
         per_task = weights.mean(dim=1)  # (1/B) * per-task sum: 1 for uniform weights
         self.task_weights = per_task.detach().cpu()
         logs = weight_logs(per_task)
@@ -97,8 +102,8 @@ class SLGrad(Strategy):
                     uniform_fallback=float(fell_back))
         return logs
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         return {"task_weights": self.task_weights}
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.task_weights = state.get("task_weights")

@@ -10,12 +10,13 @@ T * softmax_t(log(l / z) / mu) / l_t afterwards.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import Knob, LossWeighting, StepContext
+from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
 
 EPS = 1e-20
 
@@ -28,10 +29,13 @@ def smooth_tchebycheff(values: Tensor, mu: float) -> Tensor:
 class STCH(LossWeighting):
     name = "stch"
     summary = "smooth Tchebycheff scalarisation of nadir-normalised log losses"
-    knobs = {
-        "mu": Knob(1.0, float, low=1e-6, high=1e3, help="smoothing: 0 = worst task only, large = all tasks"),
-        "warmup_epochs": Knob(4, int, low=0, high=10_000, help="epochs of log-loss descent before STCH"),
-    }
+
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        mu: float = knob(1.0, low=1e-06, high=1000.0, help="smoothing: 0 = worst task only, large = all tasks")
+        warmup_epochs: int = knob(4, low=0, high=10000, help="epochs of log-loss descent before STCH")
+
+    knobs: Knobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
@@ -41,15 +45,18 @@ class STCH(LossWeighting):
 
     def weights(self, ctx: StepContext) -> Tensor:
         losses = ctx.task_losses.detach()
-        if ctx.epoch <= self.warmup_epochs:
-            if ctx.epoch == self.warmup_epochs:
+        if ctx.epoch <= self.knobs.warmup_epochs:
+            if ctx.epoch == self.knobs.warmup_epochs:
                 self.loss_sum = losses.clone() if self.loss_sum is None else self.loss_sum.to(losses) + losses
                 self.loss_count += 1
             return 1.0 / (losses + EPS)
         if self.nadir is None:
-            self.nadir = self.loss_sum / self.loss_count if self.loss_count else torch.ones_like(losses)
+            # The mean loss of the warm-up's last epoch; none seen (no step ran in epoch `warmup_epochs`):
+            # the losses are left unnormalised.
+            self.nadir = (self.loss_sum / self.loss_count if self.loss_sum is not None and self.loss_count
+                          else torch.ones_like(losses))
         normalised = torch.log(losses / self.nadir.to(losses) + EPS)
-        return ctx.num_tasks * torch.softmax(normalised / self.mu, dim=0) / (losses + EPS)
+        return ctx.num_tasks * torch.softmax(normalised / self.knobs.mu, dim=0) / (losses + EPS)
 
     def state_dict(self) -> dict[str, Any]:
         return {"loss_sum": self.loss_sum, "loss_count": self.loss_count, "nadir": self.nadir}

@@ -11,10 +11,13 @@ The s_t are `parameters()`: the trainer's optimizer steps them (no weight decay)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Literal
+
 import torch
 from torch import Tensor, nn
 
-from tune_mtl.strategies.base import Knob, LossWeighting, StepContext, weight_logs
+from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob, weight_logs
 
 CLASSIFICATION_KINDS = {"classification", "binary", "segmentation", "multilabel"}
 
@@ -23,15 +26,18 @@ class UncertaintyWeighting(LossWeighting):
     name = "uw"
     aliases = ("uncertainty", "uncertainty-weighting")
     summary = "learned homoscedastic uncertainty per task: exp(-s) L (/2 for regression) + s/2"
-    knobs = {
-        "form": Knob("auto", str, choices=("auto", "regression", "classification"),
-                     help="likelihood form of every task; auto: per task from ctx.extras['task_kinds']"),
-        "init": Knob(-0.5, float, low=-10.0, high=10.0, help="initial log-variance s_t (LibMTL: -0.5)"),
-    }
 
-    def __init__(self, num_tasks: int, **params) -> None:
+    @dataclass(frozen=True)
+    class Knobs(StrategyKnobs):
+        form: Literal["auto", "regression", "classification"] = knob(
+            "auto", help="likelihood form of every task; auto: per task from ctx.extras['task_kinds']")
+        init: float = knob(-0.5, low=-10.0, high=10.0, help="initial log-variance s_t (LibMTL: -0.5)")
+
+    knobs: Knobs
+
+    def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
-        self.log_vars = nn.Parameter(torch.full((num_tasks,), self.init))
+        self.log_vars = nn.Parameter(torch.full((num_tasks,), self.knobs.init))
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         self.log_vars = nn.Parameter(self.log_vars.detach().to(device))
@@ -41,8 +47,8 @@ class UncertaintyWeighting(LossWeighting):
 
     def scales(self, ctx: StepContext) -> Tensor:
         """c_t: 1/2 for the regression form, 1 for the classification form."""
-        if self.form != "auto":
-            kinds = [self.form] * ctx.num_tasks
+        if self.knobs.form != "auto":
+            kinds = [self.knobs.form] * ctx.num_tasks
         else:
             kinds = ctx.extras.get("task_kinds") or ["regression"] * ctx.num_tasks
         return torch.tensor([1.0 if k in CLASSIFICATION_KINDS else 0.5 for k in kinds],
@@ -53,5 +59,5 @@ class UncertaintyWeighting(LossWeighting):
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         weights = self.weights(ctx)
-        (weights * ctx.task_losses + self.log_vars.to(ctx.losses.dtype) / 2).sum().backward()
+        torch.autograd.backward((weights * ctx.task_losses + self.log_vars.to(ctx.losses.dtype) / 2).sum())
         return weight_logs(weights)
