@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune_mtl.core.errors import UserError
+from tune_mtl.search import ray_adapter
 
 CONNECT_TIMEOUT_S = 3.0
 ADDRESS_ENV = "RAY_ADDRESS"  # what `ray job submit` sets for the job it runs, and what Ray itself reads
@@ -50,9 +51,7 @@ def split_host_port(address: str, said: str, default_port: int | None = None) ->
 
 def recorded_cluster() -> str | None:
     """The head started last with `ray start` on this machine (Ray's own record, in its temp folder)."""
-    from ray._private.utils import read_ray_address
-
-    return read_ray_address()
+    return ray_adapter.recorded_head_address()
 
 
 def resolve(address: str | None) -> Target:
@@ -95,18 +94,7 @@ def probe_tcp(host: str, port: int, said: str) -> None:
 def ask_cluster_id(gcs: str, token: str | None) -> str | None:
     """One GetClusterId call to the GCS (what every Ray client does first): None if it answered, else the
     gRPC status name (UNAUTHENTICATED: a token is required, or this one is wrong)."""
-    import grpc
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-
-    metadata = [("authorization", f"Bearer {token}")] if token else None
-    with grpc.insecure_channel(gcs) as channel:
-        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)  # type: ignore[no-untyped-call]
-        request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
-        try:
-            stub.GetClusterId(request, timeout=CONNECT_TIMEOUT_S, metadata=metadata)
-        except grpc.RpcError as err:
-            return str(err.code().name)
-    return None
+    return ray_adapter.ask_cluster_id(gcs, token, CONNECT_TIMEOUT_S)
 
 
 def token_source() -> str:
@@ -121,22 +109,14 @@ def token_source() -> str:
 def local_token() -> str | None:
     """This machine's Ray token (RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), read by
     Ray's own loader so that what is checked here is exactly what `ray.init` will send."""
-    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
-
-    loader = AuthenticationTokenLoader.instance()
-    loader.reset_cache()  # the environment may have changed since Ray first looked
-    if not loader.has_token(ignore_auth_mode=True):
-        return None
-    return str(loader.get_raw_token(ignore_auth_mode=True))
+    return ray_adapter.local_token()
 
 
 def use_token_auth() -> None:
-    """Send the token from now on. Ray sends it only in RAY_AUTH_MODE=token, which it never turns on by itself
-    for an explicit address; the cached config must be re-read, as Ray does when it enables the mode."""
-    from ray._raylet import Config  # type: ignore[attr-defined]
-
+    """Send the token from now on. Ray reads its auth mode from the environment (process-wide by Ray's design)
+    and never turns token mode on by itself for an explicit address; its cached config must be re-read."""
     os.environ[AUTH_MODE_ENV] = "token"
-    Config.initialize("")
+    ray_adapter.reload_config()
 
 
 def check_head(gcs: str, said: str) -> None:
