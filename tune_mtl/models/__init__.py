@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tune_mtl.core.errors import UserError, unknown_name
 from tune_mtl.core.options import Field, check_options
 from tune_mtl.core.registry import import_submodules
 from tune_mtl.models.hps import HPSModel
 
-_BUILDERS: dict[str, Callable[..., HPSModel]] = {}
+if TYPE_CHECKING:  # only for the annotations: data never needs models at import
+    from tune_mtl.data.base import DataBundle
+
+ModelBuilder = Callable[["DataBundle", dict[str, Any]], HPSModel]
+
+_BUILDERS: dict[str, ModelBuilder] = {}
 _OPTIONS: dict[str, dict[str, Field]] = {}
 _SEQUENTIAL: set[str] = set()
 _SHARES: dict[str, Callable[[dict[str, Any]], bool]] = {}
@@ -22,7 +27,7 @@ def register(
     options: dict[str, Field],
     sequential_encoder: bool = False,
     shares_parameters: Callable[[dict[str, Any]], bool] | None = None,
-):
+) -> Callable[[ModelBuilder], ModelBuilder]:
     """`options` declares the model's searchable dimensions (type, default, valid range).
 
     What a strategy may need to know before the model is built (checked before a search starts):
@@ -30,7 +35,7 @@ def register(
     `shares_parameters(options)` says whether these options leave the encoder any parameters (default: yes).
     """
 
-    def wrap(fn):
+    def wrap(fn: ModelBuilder) -> ModelBuilder:
         _BUILDERS[name] = fn
         _OPTIONS[name] = options
         if sequential_encoder:
@@ -80,7 +85,7 @@ def shares_parameters(name: str, options: dict[str, Any]) -> bool:
     return rule(filled)
 
 
-def build(name: str | None, bundle, options: dict[str, Any]) -> HPSModel:
+def build(name: str | None, bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     """Build `name` (default: the data set's default model) with checked, defaulted options."""
     key = resolve(name or bundle.default_model)
     return _BUILDERS[key](bundle, check_options(f"model.{key}", options, _OPTIONS[key]))
@@ -95,7 +100,7 @@ MLP_OPTIONS = {
 
 
 @register("mlp", MLP_OPTIONS, sequential_encoder=True, shares_parameters=lambda o: o["shared_layers"] > 0)
-def _mlp(bundle, options: dict[str, Any]) -> HPSModel:
+def _mlp(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     from tune_mtl.models.mlp import build_mlp_hps
 
     if len(bundle.input_shape) != 1:

@@ -11,6 +11,7 @@ stride-8 ResNet-dilated encoder, upsampled bilinearly to the input size.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,19 +19,23 @@ from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
 
+if TYPE_CHECKING:
+    from tune_mtl.data.base import DataBundle, Task
+
 DENSE_KINDS = {"segmentation", "depth", "normal"}
 POOLED_KINDS = {"classification", "binary"}
 ATROUS_RATES = (12, 24, 36)  # DeepLabv3's rates at output stride 8, as MTAN/LibMTL use them
 
 
-def image_shape(model: str, bundle) -> tuple[int, int, int]:
+def image_shape(model: str, bundle: DataBundle) -> tuple[int, int, int]:
     shape = tuple(bundle.input_shape)
     if len(shape) != 3:
         raise UserError(f"model '{model}' needs images [C, H, W]; data set '{bundle.name}' has inputs of shape {shape}")
-    return shape  # type: ignore[return-value]
+    channels, height, width = shape
+    return channels, height, width
 
 
-def dense_out_channels(task) -> int:
+def dense_out_channels(task: Task) -> int:
     return {"depth": 1, "normal": 3}.get(task.kind, task.out_dim)
 
 
@@ -86,7 +91,8 @@ class ASPP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = self.pool(x).expand(-1, -1, *x.shape[-2:])
-        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+        out: Tensor = self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+        return out
 
 
 def aspp_head(in_channels: int, out_channels: int, aspp_channels: int) -> nn.Module:
@@ -107,7 +113,7 @@ def pooled_head(in_channels: int, out_dim: int) -> nn.Module:
 
 def make_heads(
     model: str,
-    bundle,
+    bundle: DataBundle,
     in_channels: int,
     dense_body: Callable[[int, int], nn.Module],
     output_size: Sequence[int] | None = None,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 
 class HPSModel(nn.Module):
-    def __init__(self, encoder: nn.Module, heads: list[nn.Module]) -> None:
+    def __init__(self, encoder: nn.Module, heads: Sequence[nn.Module]) -> None:
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleList(heads)

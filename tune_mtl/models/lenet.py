@@ -10,7 +10,7 @@ from `bundle.tasks[t].out_dim`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
@@ -19,12 +19,15 @@ from tune_mtl.core.options import Field
 from tune_mtl.models import register
 from tune_mtl.models.hps import HPSModel
 
+if TYPE_CHECKING:
+    from tune_mtl.data.base import DataBundle
+
 
 def scaled(base: int, width: float) -> int:
     return max(1, round(base * width))
 
 
-def image_shape(bundle, model: str, min_side: int) -> tuple[int, int, int]:
+def image_shape(bundle: DataBundle, model: str, min_side: int) -> tuple[int, int, int]:
     shape = tuple(bundle.input_shape)
     if len(shape) != 3:
         raise UserError(f"model '{model}' needs image inputs (C, H, W); data set '{bundle.name}' has shape {shape}")
@@ -33,7 +36,8 @@ def image_shape(bundle, model: str, min_side: int) -> tuple[int, int, int]:
             f"model '{model}' needs images of at least {min_side}x{min_side}; data set '{bundle.name}' gives "
             f"{shape[1]}x{shape[2]}"
         )
-    return shape  # type: ignore[return-value]
+    channels, height, width = shape
+    return channels, height, width
 
 
 def after_conv_pool(side: int, kernel: int = 5, pool: int = 2) -> int:
@@ -61,7 +65,8 @@ class ConvEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.pool(self.conv1(x)).relu()
         x = self.pool(self.conv2_drop(self.conv2(x))).relu()
-        return self.fc(x.flatten(1))
+        out: Tensor = self.fc(x.flatten(1))
+        return out
 
 
 def head(rep_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Module:
@@ -79,7 +84,7 @@ MULTILENET_OPTIONS = {
 
 
 @register("multilenet", MULTILENET_OPTIONS)
-def multilenet(bundle, options: dict[str, Any]) -> HPSModel:
+def multilenet(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     """Sener & Koltun's MultiLeNet (Multi-MNIST): shared conv encoder, one small MLP head per task."""
     shape = image_shape(bundle, "multilenet", 12)
     w = options["width"]
@@ -100,7 +105,7 @@ LENET_OPTIONS = {
 
 
 @register("lenet", LENET_OPTIONS)
-def lenet(bundle, options: dict[str, Any]) -> HPSModel:
+def lenet(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     """LeNet-5 encoder (conv 6, conv 16, fc 120, fc 84 at width 1) with a head per task."""
     shape = image_shape(bundle, "lenet", 12)
     w = options["width"]

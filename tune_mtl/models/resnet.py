@@ -13,7 +13,7 @@ checkpoint loads into `depth: 18|34, width: 1, stem: imagenet` unchanged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,9 @@ from tune_mtl.core.errors import UserError
 from tune_mtl.core.options import Field
 from tune_mtl.models import register
 from tune_mtl.models.hps import HPSModel
+
+if TYPE_CHECKING:
+    from tune_mtl.data.base import DataBundle
 
 BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -40,12 +43,19 @@ class BasicBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.bn1(self.conv1(x)).relu()
+        out: Tensor = self.bn1(self.conv1(x)).relu()
         out = self.bn2(self.conv2(out))
-        return (out + (x if self.downsample is None else self.downsample(x))).relu()
+        shortcut: Tensor = x if self.downsample is None else self.downsample(x)
+        return (out + shortcut).relu()
 
 
 class ResNetEncoder(nn.Module):
+    # Set by setattr in __init__ (torchvision's names, so that its state dicts load); declared for the checker.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, in_channels: int, depth: int, width: float, imagenet_stem: bool) -> None:
         super().__init__()
         channels = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
@@ -126,7 +136,7 @@ RESNET_OPTIONS = {
 
 
 @register("resnet18", RESNET_OPTIONS)
-def resnet18(bundle, options: dict[str, Any]) -> HPSModel:
+def resnet18(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     """ResNet-18 encoder (CIFAR stem for small images) shared by all tasks, one linear head per task."""
     shape = tuple(bundle.input_shape)
     if len(shape) != 3:

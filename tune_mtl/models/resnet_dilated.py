@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,9 @@ from tune_mtl.core.options import Field
 from tune_mtl.models import register
 from tune_mtl.models.dense_heads import aspp_head, image_shape, make_heads
 from tune_mtl.models.hps import HPSModel
+
+if TYPE_CHECKING:
+    from tune_mtl.data.base import DataBundle
 
 ARCHITECTURES = {
     18: (BasicBlock, (2, 2, 2, 2)),
@@ -76,7 +79,7 @@ class ResNetDilated(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _make_layer(self, block, planes: int, count: int, stride: int) -> nn.Sequential:
+    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, count: int, stride: int) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
@@ -90,7 +93,8 @@ class ResNetDilated(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        out: Tensor = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return out
 
 
 def load_pretrained(encoder: ResNetDilated, path: str) -> None:
@@ -120,7 +124,7 @@ def load_pretrained(encoder: ResNetDilated, path: str) -> None:
 
 
 @register("resnet_dilated", OPTIONS)
-def resnet_dilated(bundle, options: dict[str, Any]) -> HPSModel:
+def resnet_dilated(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     channels, height, width = image_shape("resnet_dilated", bundle)
     encoder = ResNetDilated(channels, options["layers"], options["width"])
     if options["pretrained_path"]:

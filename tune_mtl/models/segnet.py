@@ -8,7 +8,7 @@ full-resolution map of filters[0] channels: the shared representation. Per task:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
@@ -17,6 +17,9 @@ from tune_mtl.core.options import Field
 from tune_mtl.models import register
 from tune_mtl.models.dense_heads import conv_head, image_shape, init_like_mtan, make_heads
 from tune_mtl.models.hps import HPSModel
+
+if TYPE_CHECKING:
+    from tune_mtl.data.base import DataBundle
 
 BASE_FILTERS = (64, 128, 256, 512, 512)
 
@@ -65,7 +68,7 @@ class SegNetEncoderDecoder(nn.Module):
 
 
 @register("segnet", OPTIONS)
-def segnet(bundle, options: dict[str, Any]) -> HPSModel:
+def segnet(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     channels, height, width = image_shape("segnet", bundle)
     if min(height, width) < 2 ** len(BASE_FILTERS):
         raise UserError(f"model 'segnet' needs images of at least 32x32 (five poolings), got {height}x{width}")

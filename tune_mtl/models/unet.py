@@ -8,7 +8,7 @@ evenly are matched by resizing the upsampled map to its skip connection.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,9 @@ from tune_mtl.core.options import Field
 from tune_mtl.models import register
 from tune_mtl.models.dense_heads import conv_head, image_shape, make_heads
 from tune_mtl.models.hps import HPSModel
+
+if TYPE_CHECKING:
+    from tune_mtl.data.base import DataBundle
 
 OPTIONS = {
     "width": Field(int, 64, low=1, high=1024, help="channels of the first level (doubled at each level)"),
@@ -62,7 +65,7 @@ class UNet(nn.Module):
 
 
 @register("unet", OPTIONS)
-def unet(bundle, options: dict[str, Any]) -> HPSModel:
+def unet(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     channels, height, width = image_shape("unet", bundle)
     if min(height, width) < 2 ** options["depth"]:
         raise UserError(
