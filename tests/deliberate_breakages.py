@@ -72,6 +72,15 @@ BREAKAGES = [
              "after = jac.functional_losses(ctx.model, ctx.compute_losses, batch, {}).mean(dim=1)",
              "after = ctx.compute_losses(batch).mean(dim=1)",
              ("tests/test_models_x_strategies.py::k=batch_norm_statistics and famo",)),
+    Breakage("pcgrad draws its order from the global generator", S + "pcgrad.py",
+             "pcgrad_coefficients(gramian, self.generator)", "pcgrad_coefficients(gramian)",
+             (PROPS + "::k=global_random_generator and pcgrad",)),
+    Breakage("the random stream left out of the checkpoint", S + "base.py",
+             "for p in self.parameters()], **self.random_state()}", "for p in self.parameters()]}",
+             (PROPS + "::k=checkpoint_round_trip and (random or pcgrad or graddrop)",)),
+    Breakage("setup ignores the trial seed", S + "base.py",
+             "torch.Generator(device=device).manual_seed(seed)", "torch.Generator(device=device).manual_seed(0)",
+             (PROPS + "::k=trial_seed",)),
 ]
 
 

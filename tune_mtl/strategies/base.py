@@ -12,6 +12,7 @@ parameter and the trainer then calls `optimizer.step()`. Three families plug int
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +23,8 @@ from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError, unknown_name
 from tune_mtl.core.options import Field, check_value
+
+log = logging.getLogger(__name__)
 
 Batch = tuple[Tensor, tuple[Tensor, ...]]  # (inputs, one target tensor per task)
 
@@ -151,6 +154,10 @@ class Strategy(ABC):
             )
         self.num_tasks = num_tasks
         self.knobs = self.Knobs.parse(self.name, params)
+        # The strategy's own random stream (PCGrad's order, RLW's weights, GradDrop's mask...): seeded from the
+        # trial seed in `setup`, checkpointed, and never the global generator, which the model, the data
+        # loaders and other strategies in the same process also draw from.
+        self.generator = torch.Generator().manual_seed(0)
 
     @classmethod
     def knob_specs(cls) -> dict[str, Knob]:
@@ -163,8 +170,10 @@ class Strategy(ABC):
         return asdict(self.knobs)
 
     # -- hooks the trainer calls ------------------------------------------------------------------
-    def setup(self, model: nn.Module, device: torch.device) -> None:  # noqa: B027 (optional hook, no-op default)
-        """Called once after the model is built, before the optimizer is created."""
+    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
+        """Called once after the model is built, before the optimizer is created: puts the strategy's random
+        stream on `device`, seeded with the trial's `seed`. Overrides call `super().setup(model, device, seed)`."""
+        self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def parameters(self) -> list[nn.Parameter]:
         """Extra parameters the strategy learns (log-variances, task weights): the optimizer steps them."""
@@ -178,13 +187,29 @@ class Strategy(ABC):
         """Called after each training epoch with the epoch's mean training loss per task."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Strategy state to checkpoint (histories, EMAs, learned weights)."""
-        return {"params": [p.detach().clone() for p in self.parameters()]}
+        """Strategy state to checkpoint (histories, EMAs, learned weights). A strategy that draws random numbers
+        and overrides this keeps `random_state()` in it (the base's state holds it)."""
+        return {"params": [p.detach().clone() for p in self.parameters()], **self.random_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
             for p, saved in zip(self.parameters(), state.get("params", []), strict=True):
                 p.copy_(saved)
+        self.load_random_state(state)
+
+    def random_state(self) -> dict[str, Any]:
+        """The random stream's position, so that a resumed trial draws what the uninterrupted one would."""
+        return {"rng": self.generator.get_state(), "rng_device": self.generator.device.type}
+
+    def load_random_state(self, state: dict[str, Any]) -> None:
+        if "rng" not in state:
+            return
+        if state["rng_device"] != self.generator.device.type:
+            # CPU and CUDA generators have different states: the stream cannot continue on another device kind.
+            log.warning("strategy '%s': checkpoint drawn on %s, resumed on %s; the random stream restarts from "
+                        "the trial seed", self.name, state["rng_device"], self.generator.device.type)
+            return
+        self.generator.set_state(state["rng"])
 
 
 def weight_logs(weights: Tensor, prefix: str = "weight") -> dict[str, float]:

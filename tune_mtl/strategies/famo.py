@@ -44,7 +44,8 @@ class FAMO(LossWeighting):
         self.w_opt = torch.optim.Adam([self.logits], lr=self.knobs.w_lr, weight_decay=self.knobs.gamma)
         self.pending: tuple[Any, Tensor] | None = None  # (batch, its task losses before the step)
 
-    def setup(self, model: nn.Module, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
+        super().setup(model, device, seed)
         self._move(device)
 
     def _move(self, device: torch.device) -> None:

@@ -73,7 +73,8 @@ class FORUM(Strategy):
         self.opt = torch.optim.Adam([self.logits], lr=self.knobs.outer_lr)
         self.lambd = np.zeros(num_tasks)
 
-    def setup(self, model: nn.Module, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
+        super().setup(model, device, seed)
         self.device = device
         self.load_state_dict(self.state_dict())
 

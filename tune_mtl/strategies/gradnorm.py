@@ -64,7 +64,8 @@ class GradNorm(Strategy):
         self.task_weights = values.detach().clone().requires_grad_(True)
         self.weight_optimizer = torch.optim.Adam([self.task_weights], lr=self.knobs.weight_lr)
 
-    def setup(self, model: nn.Module, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
+        super().setup(model, device, seed)
         self._reset(self.task_weights.to(device))
 
     def backward(self, ctx: StepContext) -> dict[str, float]:

@@ -57,12 +57,14 @@ class GradVac(GramianWeighting):
         T = self.num_tasks
         order = []
         for i in range(T):
-            partners = [j for j in torch.randperm(T).tolist() if j != i]
+            draw = torch.randperm(T, generator=self.generator, device=self.generator.device)
+            partners = [j for j in draw.tolist() if j != i]
             order.append(partners)
         return like(gradvac_coefficients(to_numpy(gramian), self.targets, self.knobs.beta, order).sum(axis=0), gramian)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"targets": self.targets.copy()}
+        return {"targets": self.targets.copy(), **self.random_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.targets = np.array(state["targets"], dtype=np.float64)
+        self.load_random_state(state)

@@ -53,7 +53,8 @@ class IMTL(GramianWeighting):
         self.log_scales = nn.Parameter(torch.zeros(num_tasks)) if self.knobs.mode != "gradient" else None
         self.needs_shared_parameters = self.knobs.mode != "loss"  # IMTL-L never looks at a task gradient
 
-    def setup(self, model: nn.Module, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
+        super().setup(model, device, seed)
         if self.log_scales is not None:
             self.log_scales.data = self.log_scales.data.to(device)
 

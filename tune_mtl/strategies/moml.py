@@ -52,7 +52,8 @@ class MOML(LossWeighting):
         self.logits = torch.zeros(num_tasks, requires_grad=True)
         self.opt = torch.optim.Adam([self.logits], lr=self.knobs.outer_lr)
 
-    def setup(self, model: nn.Module, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
+        super().setup(model, device, seed)
         self.device = device
         self.load_state_dict(self.state_dict())
 

@@ -3,7 +3,7 @@
 
 Done on the Gramian: the projected g_i' = C[i] @ J, so <g_i', g_j> = (C G)[i, j] and every projection is a
 T x T update of C; the update is 1' C J. Projections are against the *original* g_j (as in the paper), never
-against g_i itself. The order comes from the trainer's seeded global torch generator.
+against g_i itself. The order comes from the strategy's own generator (seeded from the trial seed).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def pcgrad_coefficients(gramian: Tensor, generator: torch.Generator | None = Non
     T = len(G)
     C = np.eye(T)
     for i in range(T):
-        for j in torch.randperm(T, generator=generator).tolist():
+        device = None if generator is None else generator.device
+        for j in torch.randperm(T, generator=generator, device=device).tolist():
             if j == i or G[j, j] <= 0:
                 continue
             dot = C[i] @ G[:, j]
@@ -38,4 +39,4 @@ class PCGrad(GramianWeighting):
     summary = "projecting conflicting gradients: drop the conflicting component against each other task"
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
-        return pcgrad_coefficients(gramian).sum(dim=0)
+        return pcgrad_coefficients(gramian, self.generator).sum(dim=0)

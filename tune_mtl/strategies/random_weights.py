@@ -1,6 +1,6 @@
 """Random loss weighting (RLW, Lin et al. 2022): weights = softmax of standard normal draws, fresh each step.
 
-Draws use the trainer's seeded global generator so a trial is reproducible from its seed.
+Draws come from the strategy's own generator (seeded from the trial seed, checkpointed).
 """
 
 from __future__ import annotations
@@ -17,4 +17,5 @@ class RandomWeighting(LossWeighting):
     summary = "random loss weighting: softmax(N(0, I)) drawn every step"
 
     def weights(self, ctx: StepContext) -> Tensor:
-        return torch.softmax(torch.randn(ctx.num_tasks), dim=0).to(ctx.losses.device)
+        draw = torch.randn(ctx.num_tasks, generator=self.generator, device=self.generator.device)
+        return torch.softmax(draw, dim=0).to(ctx.losses.device)

@@ -98,7 +98,8 @@ class Recon(Strategy):
         self.split: list[int] | None = None
         self.seen = 0
 
-    def setup(self, model: nn.Module, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
+        super().setup(model, device, seed)
         encoder = getattr(model, "encoder", None)
         if not isinstance(encoder, nn.Sequential):
             raise UserError(
@@ -108,7 +109,7 @@ class Recon(Strategy):
         self.model = model
         self.candidates = [i for i, m in enumerate(encoder) if any(p.requires_grad for p in m.parameters())]
         self.scores = torch.zeros(len(self.candidates), dtype=torch.float64)
-        self.base_strategy.setup(model, device)
+        self.base_strategy.setup(model, device, seed)
 
     def parameters(self) -> list[nn.Parameter]:
         return self.base_strategy.parameters()

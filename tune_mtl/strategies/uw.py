@@ -39,7 +39,8 @@ class UncertaintyWeighting(LossWeighting):
         super().__init__(num_tasks, **params)
         self.log_vars = nn.Parameter(torch.full((num_tasks,), self.knobs.init))
 
-    def setup(self, model: nn.Module, device: torch.device) -> None:
+    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
+        super().setup(model, device, seed)
         self.log_vars = nn.Parameter(self.log_vars.detach().to(device))
 
     def parameters(self) -> list[nn.Parameter]:

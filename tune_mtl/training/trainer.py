@@ -53,7 +53,7 @@ class Trainer:
         self.tasks = self.bundle.tasks
         self.model = models.build(self.cfg.model or None, self.bundle, self.cfg.model_options).to(self.device)
         self.strategy = strategies.build(self.cfg.strategy, len(self.tasks), self.cfg.strategy_params)
-        self.strategy.setup(self.model, self.device)
+        self.strategy.setup(self.model, self.device, self.cfg.seed)
         self.optimizer = self._make_optimizer()
         self.objective = resolve_objective(self.tasks, self.cfg.objective)
         tr = self.cfg.training
