@@ -16,6 +16,7 @@ from tune_mtl.strategies.db_mtl import DBMTL
 from tune_mtl.strategies.fairgrad import fairgrad_weights
 from tune_mtl.strategies.famo import FAMO
 from tune_mtl.strategies.forum import solve_forum_qp
+from tune_mtl.strategies.learned_weights import LearnedWeights
 from tune_mtl.strategies.modo import MoDo
 from tune_mtl.strategies.moml import MOML
 from tune_mtl.strategies.recon import conflict_counts
@@ -102,7 +103,7 @@ def test_famo_moves_weight_to_the_task_whose_loss_fell_least():
 
 def test_famo_model_gradient_is_that_of_the_weighted_log_losses():
     strategy = FAMO(2)
-    strategy.logits = torch.tensor([0.3, -0.3], requires_grad=True)
+    strategy.learned = LearnedWeights(torch.tensor([0.3, -0.3]), lr=strategy.knobs.w_lr)
     x = torch.tensor([0.7, 2.0], requires_grad=True)
     ctx = fake_ctx(x * 1.0)
     ctx.batch = "b"
@@ -171,7 +172,7 @@ def test_moml_hypergradient_matches_finite_differences():
     ctx = StepContext(losses, trainer.model, trainer.model.shared_parameters(), trainer.model.task_parameters(), rep,
                       0, 0, batch, trainer.compute_losses)
     strategy: MOML = trainer.strategy
-    strategy.logits = torch.tensor([0.2, -0.1, 0.0], requires_grad=True)
+    strategy.learned = LearnedWeights(torch.tensor([0.2, -0.1, 0.0]), lr=strategy.knobs.outer_lr)
     hyper = strategy.hypergradients(ctx)
     params = list(trainer.model.parameters())
     base = [p.detach().clone() for p in params]

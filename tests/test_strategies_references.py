@@ -23,6 +23,7 @@ from tune_mtl.models.hps import HPSModel
 from tune_mtl.models.mlp import build_mlp_hps
 from tune_mtl.strategies.base import StepContext
 from tune_mtl.strategies.gradnorm import MIN_WEIGHT, gradnorm_loss
+from tune_mtl.strategies.learned_weights import LearnedWeights
 
 T, B, DIM = 3, 12, 5
 CPU = torch.device("cpu")
@@ -392,8 +393,7 @@ def test_moml_combines_the_hypergradients_as_its_upper_knob_says(upper):
     model, batch, _ = model_and_batches(seed=4, task_layers=1)
     s = strategies.build("moml", T, {"upper": upper, "inner_lr": 0.5})
     s.setup(model, CPU)
-    s.logits = torch.tensor([0.3, -0.2, 0.1], requires_grad=True)
-    s.opt = torch.optim.Adam([s.logits], lr=s.knobs.outer_lr)
+    s.learned = LearnedWeights(torch.tensor([0.3, -0.2, 0.1]), lr=s.knobs.outer_lr)
     ctx = context(model, batch)
     hyper = s.hypergradients(ctx).double().numpy()  # checked against finite differences in test_strategies_libmtl
     expected = slsqp_min_norm(hyper @ hyper.T) @ hyper if upper == "mgda" else hyper.mean(0)

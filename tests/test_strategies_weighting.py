@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -219,3 +220,27 @@ def test_resuming_from_a_checkpoint_continues_identically(name):
     resumed.train_epoch()
     for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_learned_weights_keep_adams_moments_across_a_move_and_a_checkpoint():
+    """The helper of GradNorm, Auto-Lambda, FAMO, FORUM and MOML: Adam written out in numpy, with a dtype move
+    after the first step and a checkpoint round trip after the second; the moments must carry over both."""
+    from tune_mtl.strategies.learned_weights import LearnedWeights
+
+    lr, b1, b2, eps, decay = 0.1, 0.9, 0.999, 1e-8, 0.01
+    grads = [np.array([1.0, -2.0, 0.5]), np.array([0.3, 0.1, -4.0]), np.array([-1.0, 2.0, 2.0])]
+    w, m, v = np.array([0.2, -0.1, 0.4]), np.zeros(3), np.zeros(3)
+    learned = LearnedWeights(torch.tensor(w, dtype=torch.float32), lr=lr, weight_decay=decay)
+    for k, g in enumerate(grads, start=1):
+        learned.step(torch.tensor(g))
+        g = g + decay * w  # Adam's (L2) weight decay
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
+        w = w - lr * (m / (1 - b1**k)) / (np.sqrt(v / (1 - b2**k)) + eps)
+        if k == 1:
+            learned.to(torch.device("cpu"), torch.float64)
+            assert learned.values.dtype == torch.float64 and learned.values.requires_grad
+        if k == 2:
+            values, optimizer = learned.state()
+            learned = LearnedWeights(torch.zeros(3, dtype=torch.float64), lr=lr, weight_decay=decay)
+            learned.load(values, optimizer)
+    np.testing.assert_allclose(learned.detached().numpy(), w, rtol=1e-6, atol=1e-7)  # step 1 in float32

@@ -28,6 +28,7 @@ from torch import Tensor
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.auxiliary import flat, main_validation_gradient, write_shared_and_heads
 from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.learned_weights import LearnedWeights
 
 
 class AutoLambda(Strategy):
@@ -49,15 +50,15 @@ class AutoLambda(Strategy):
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         # float64 until the first step casts it to the losses' dtype, so weight_init is not rounded twice
-        self._reset(torch.full((num_tasks,), self.knobs.weight_init, dtype=torch.float64))
+        initial = torch.full((num_tasks,), self.knobs.weight_init, dtype=torch.float64)
+        self.learned = LearnedWeights(initial, lr=self.knobs.weight_lr)
 
-    def _reset(self, values: Tensor) -> None:
-        self.task_weights = values.detach().clone().requires_grad_(True)
-        self.weight_optimizer = torch.optim.Adam([self.task_weights], lr=self.knobs.weight_lr)
+    @property
+    def task_weights(self) -> Tensor:
+        return self.learned.values
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
-        if (self.task_weights.device, self.task_weights.dtype) != (ctx.losses.device, ctx.losses.dtype):
-            self._reset(self.task_weights.to(ctx.losses))  # before the first step: no optimiser state is lost
+        self.learned.to(ctx.losses.device, ctx.losses.dtype)
         task_losses = ctx.task_losses
         params = [*ctx.shared_params, *ctx.task_params[0]]
         J = jac.task_jacobian(task_losses, params, retain_graph=True)
@@ -67,10 +68,8 @@ class AutoLambda(Strategy):
         virtual = [p.detach() - self.knobs.virtual_lr * s.view_as(p)
                    for p, s in zip(params, torch.split(step, sizes), strict=True)]
         val_grad, val_loss = main_validation_gradient(ctx, params, at=virtual)
-        self.weight_optimizer.zero_grad(set_to_none=True)
         self.meta_gradient = -self.knobs.virtual_lr * (J @ flat(val_grad))  # dL_val(theta') / dlambda
-        self.task_weights.grad = self.meta_gradient.clone()
-        self.weight_optimizer.step()
+        self.learned.step(self.meta_gradient)
         with torch.no_grad():
             self.task_weights.clamp_(min=0.0)
 
@@ -80,8 +79,8 @@ class AutoLambda(Strategy):
         return {**weight_logs(weights), "val_loss": float(val_loss)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.task_weights.detach().clone(), "optimizer": self.weight_optimizer.state_dict()}
+        weights, optimizer = self.learned.state()
+        return {"weights": weights, "optimizer": optimizer}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._reset(state["weights"].to(self.task_weights.device))
-        self.weight_optimizer.load_state_dict(state["optimizer"])
+        self.learned.load(state["weights"], state["optimizer"])

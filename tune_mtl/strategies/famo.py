@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
+from tune_mtl.strategies.learned_weights import LearnedWeights
 
 EPS = 1e-8
 
@@ -40,21 +41,16 @@ class FAMO(LossWeighting):
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
-        self.logits = torch.zeros(num_tasks, requires_grad=True)
-        self.w_opt = torch.optim.Adam([self.logits], lr=self.knobs.w_lr, weight_decay=self.knobs.gamma)
+        self.learned = LearnedWeights(torch.zeros(num_tasks), lr=self.knobs.w_lr, weight_decay=self.knobs.gamma)
         self.pending: tuple[Any, Tensor] | None = None  # (batch, its task losses before the step)
 
     def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
         super().setup(model, device, seed)
-        self._move(device)
+        self.learned.to(device)
 
-    def _move(self, device: torch.device) -> None:
-        with torch.no_grad():
-            moved = self.logits.detach().to(device).requires_grad_(True)
-        state = self.w_opt.state_dict()
-        self.logits = moved
-        self.w_opt = torch.optim.Adam([self.logits], lr=self.knobs.w_lr, weight_decay=self.knobs.gamma)
-        self.w_opt.load_state_dict(state)
+    @property
+    def logits(self) -> Tensor:
+        return self.learned.values
 
     def task_weights(self) -> Tensor:
         return torch.softmax(self.logits.detach(), dim=0)
@@ -64,9 +60,7 @@ class FAMO(LossWeighting):
         delta = (before + EPS).log() - (after + EPS).log()
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(torch.softmax(self.logits, dim=0), self.logits, grad_outputs=delta.detach())
-        self.w_opt.zero_grad(set_to_none=False)
-        self.logits.grad = grad
-        self.w_opt.step()
+        self.learned.step(grad)
 
     def weights(self, ctx: StepContext) -> Tensor:
         if self.pending is not None:
@@ -88,11 +82,9 @@ class FAMO(LossWeighting):
         return {f"weight/{t}": float(w) for t, w in enumerate(self.task_weights().tolist())}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"logits": self.logits.detach().clone(), "w_opt": self.w_opt.state_dict(), "pending": self.pending}
+        logits, optimizer = self.learned.state()
+        return {"logits": logits, "w_opt": optimizer, "pending": self.pending}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = self.logits.device
-        self.logits = state["logits"].clone().to(device).requires_grad_(True)
-        self.w_opt = torch.optim.Adam([self.logits], lr=self.knobs.w_lr, weight_decay=self.knobs.gamma)
-        self.w_opt.load_state_dict(state["w_opt"])
+        self.learned.load(state["logits"], state["w_opt"])
         self.pending = state["pending"]

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.learned_weights import LearnedWeights
 from tune_mtl.strategies.min_norm import to_numpy
 from tune_mtl.strategies.stochastic_moo import piece_indices, sub_batch, trial_state
 
@@ -68,15 +69,16 @@ class FORUM(Strategy):
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
-        self.device = torch.device("cpu")
-        self.logits = torch.zeros(num_tasks, requires_grad=True)
-        self.opt = torch.optim.Adam([self.logits], lr=self.knobs.outer_lr)
+        self.learned = LearnedWeights(torch.zeros(num_tasks), lr=self.knobs.outer_lr)
         self.lambd = np.zeros(num_tasks)
 
     def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
         super().setup(model, device, seed)
-        self.device = device
-        self.load_state_dict(self.state_dict())
+        self.learned.to(device)
+
+    @property
+    def logits(self) -> Tensor:
+        return self.learned.values
 
     def _lower_level_alpha_grad(self, ctx: StepContext, params: list[nn.Parameter], lower: Tensor) -> Tensor:
         """grad_a f(a, w_K), w_K after `inner_steps` SGD steps on f(a, .) from the current parameters."""
@@ -121,18 +123,15 @@ class FORUM(Strategy):
         self.lambd = self.lambd + (w[:T] - self.lambd) / (ctx.epoch + 1) ** 0.75
         nu = max(float(self.lambd @ pi), 0.0)
         direction = torch.as_tensor(self.lambd, dtype=g_F.dtype, device=g_F.device) @ g_F + nu * g_q
-        self.opt.zero_grad(set_to_none=False)
-        self.logits.grad = direction[:T].to(self.logits)
-        self.opt.step()
+        self.learned.step(direction[:T])
         jac.write_grads(params, direction[T:])
         return {**weight_logs(torch.as_tensor(self.lambd), prefix="lambda"), "nu": nu,
                 **weight_logs(torch.softmax(self.logits.detach(), dim=0))}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"logits": self.logits.detach().clone(), "opt": self.opt.state_dict(), "lambd": self.lambd.copy()}
+        logits, optimizer = self.learned.state()
+        return {"logits": logits, "opt": optimizer, "lambd": self.lambd.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.logits = state["logits"].clone().to(self.device).requires_grad_(True)
-        self.opt = torch.optim.Adam([self.logits], lr=self.knobs.outer_lr)
-        self.opt.load_state_dict(state["opt"])
+        self.learned.load(state["logits"], state["opt"])
         self.lambd = np.array(state["lambd"], dtype=float)

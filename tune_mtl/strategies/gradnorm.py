@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.learned_weights import LearnedWeights
 
 MIN_WEIGHT = 1e-4  # weights are kept >= this before renormalising, so none can turn negative
 
@@ -57,20 +58,19 @@ class GradNorm(Strategy):
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
-        self._reset(torch.ones(num_tasks))
+        self.learned = LearnedWeights(torch.ones(num_tasks), lr=self.knobs.weight_lr)
         self.initial_losses: Tensor | None = None
 
-    def _reset(self, values: Tensor) -> None:
-        self.task_weights = values.detach().clone().requires_grad_(True)
-        self.weight_optimizer = torch.optim.Adam([self.task_weights], lr=self.knobs.weight_lr)
+    @property
+    def task_weights(self) -> Tensor:
+        return self.learned.values
 
     def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
         super().setup(model, device, seed)
-        self._reset(self.task_weights.to(device))
+        self.learned.to(device)
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
-        if (self.task_weights.device, self.task_weights.dtype) != (ctx.losses.device, ctx.losses.dtype):
-            self._reset(self.task_weights.to(ctx.losses))  # before the first step: no optimiser state is lost
+        self.learned.to(ctx.losses.device, ctx.losses.dtype)
         task_losses = ctx.task_losses
         if self.initial_losses is None:
             self.initial_losses = task_losses.detach().clamp_min(torch.finfo(task_losses.dtype).tiny)
@@ -80,19 +80,16 @@ class GradNorm(Strategy):
         torch.autograd.backward((used * task_losses).sum())
 
         loss = gradnorm_loss(self.task_weights, grad_norms, task_losses.detach(), self.initial_losses, self.knobs.alpha)
-        self.weight_optimizer.zero_grad(set_to_none=True)
-        self.task_weights.grad = torch.autograd.grad(loss, self.task_weights)[0]
-        self.weight_optimizer.step()
+        self.learned.step(torch.autograd.grad(loss, self.task_weights)[0])
         with torch.no_grad():
             self.task_weights.clamp_(min=MIN_WEIGHT)
             self.task_weights.mul_(self.num_tasks / self.task_weights.sum())
         return {**weight_logs(used), "gradnorm_loss": float(loss.detach())}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.task_weights.detach().clone(), "initial_losses": self.initial_losses,
-                "optimizer": self.weight_optimizer.state_dict()}
+        weights, optimizer = self.learned.state()
+        return {"weights": weights, "initial_losses": self.initial_losses, "optimizer": optimizer}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._reset(state["weights"].to(self.task_weights.device))
-        self.weight_optimizer.load_state_dict(state["optimizer"])
+        self.learned.load(state["weights"], state["optimizer"])
         self.initial_losses = state.get("initial_losses")

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
+from tune_mtl.strategies.learned_weights import LearnedWeights
 from tune_mtl.strategies.stochastic_moo import (
     min_norm_weights,
     move_parameters,
@@ -49,13 +50,15 @@ class MOML(LossWeighting):
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
-        self.logits = torch.zeros(num_tasks, requires_grad=True)
-        self.opt = torch.optim.Adam([self.logits], lr=self.knobs.outer_lr)
+        self.learned = LearnedWeights(torch.zeros(num_tasks), lr=self.knobs.outer_lr)
 
     def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
         super().setup(model, device, seed)
-        self.device = device
-        self.load_state_dict(self.state_dict())
+        self.learned.to(device)
+
+    @property
+    def logits(self) -> Tensor:
+        return self.learned.values
 
     def hypergradients(self, ctx: StepContext) -> Tensor:
         """[T, T]: row t = d(UL loss t after the virtual step) / d logits."""
@@ -75,16 +78,12 @@ class MOML(LossWeighting):
             direction = min_norm_weights(hyper @ hyper.T) @ hyper
         else:
             direction = hyper.mean(dim=0)
-        self.opt.zero_grad(set_to_none=False)
-        self.logits.grad = direction.to(self.logits)
-        self.opt.step()
+        self.learned.step(direction)
         return ctx.num_tasks * torch.softmax(self.logits.detach(), dim=0).to(ctx.losses)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"logits": self.logits.detach().clone(), "opt": self.opt.state_dict()}
+        logits, optimizer = self.learned.state()
+        return {"logits": logits, "opt": optimizer}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = getattr(self, "device", self.logits.device)
-        self.logits = state["logits"].clone().to(device).requires_grad_(True)
-        self.opt = torch.optim.Adam([self.logits], lr=self.knobs.outer_lr)
-        self.opt.load_state_dict(state["opt"])
+        self.learned.load(state["logits"], state["opt"])
