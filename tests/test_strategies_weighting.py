@@ -61,7 +61,7 @@ def test_uw_weights_are_exp_minus_log_variance_in_each_form():
         uw.log_vars.copy_(torch.tensor([-1.0, 0.0, 2.0]))
     s = uw.log_vars.detach().double()
     torch.testing.assert_close(uw.weights(ctx), 0.5 * torch.exp(-s))  # no task kinds: LibMTL's regression form
-    ctx.extras["task_kinds"] = ["classification", "regression", "segmentation"]
+    ctx.task_kinds = ["classification", "regression", "segmentation"]
     torch.testing.assert_close(uw.weights(ctx), torch.tensor([1.0, 0.5, 1.0], dtype=torch.float64) * torch.exp(-s))
     classification = build("uw", 3, {"form": "classification", "init": 0.0})
     torch.testing.assert_close(classification.weights(ctx), torch.ones(3).double())

@@ -133,7 +133,7 @@ def context(model: HPSModel, step: int, epoch: int, order: list[int], scale: flo
     return StepContext(losses=losses, model=model, shared_params=model.shared_parameters(),
                        task_params=[task_params[o] for o in order], representation=rep, step=step, epoch=epoch,
                        batch=batch, compute_losses=compute_losses, val_batch=val_batch,
-                       extras={"task_kinds": ["regression"] * T})
+                       task_kinds=["regression"] * T)
 
 
 def build(name: str, **knobs: Any) -> Strategy:

@@ -108,7 +108,9 @@ class StepContext:
     # losses (look-ahead, validation gradients) without knowing the data set.
     compute_losses: Callable[[Batch], Tensor]
     val_batch: Batch | None = None  # a validation batch (for auxiliary-task methods: main task clean data)
-    extras: dict[str, Any] = field(default_factory=dict)
+    # Each task's kind (`data.base.Task.kind`: regression, classification, segmentation, ...), main task first;
+    # None where the caller does not know them (UW then uses the regression form).
+    task_kinds: list[str] | None = None
 
     @property
     def num_tasks(self) -> int:

@@ -3,7 +3,7 @@
     regression task:      1/(2 sigma^2) L + log sigma  =  exp(-s)/2 * L + s/2
     classification task:  1/sigma^2     L + log sigma  =  exp(-s)   * L + s/2
 
-`form=auto` takes each task's kind from `ctx.extras['task_kinds']` (classification, binary, segmentation,
+`form=auto` takes each task's kind from `ctx.task_kinds` (classification, binary, segmentation,
 multilabel -> the classification form; anything else -> the regression form). Without that list, every task
 uses the regression form, which is LibMTL's UW (L / (2 exp(s)) + s / 2, s initialised to -0.5).
 The s_t are `parameters()`: the trainer's optimizer steps them (no weight decay).
@@ -30,7 +30,7 @@ class UncertaintyWeighting(LossWeighting):
     @dataclass(frozen=True)
     class Knobs(StrategyKnobs):
         form: Literal["auto", "regression", "classification"] = knob(
-            "auto", help="likelihood form of every task; auto: per task from ctx.extras['task_kinds']")
+            "auto", help="likelihood form of every task; auto: per task from ctx.task_kinds")
         init: float = knob(-0.5, low=-10.0, high=10.0, help="initial log-variance s_t (LibMTL: -0.5)")
 
     knobs: Knobs
@@ -49,9 +49,9 @@ class UncertaintyWeighting(LossWeighting):
     def scales(self, ctx: StepContext) -> Tensor:
         """c_t: 1/2 for the regression form, 1 for the classification form."""
         if self.knobs.form != "auto":
-            kinds = [self.knobs.form] * ctx.num_tasks
+            kinds: list[str] = [self.knobs.form] * ctx.num_tasks
         else:
-            kinds = ctx.extras.get("task_kinds") or ["regression"] * ctx.num_tasks
+            kinds = ctx.task_kinds or ["regression"] * ctx.num_tasks
         return torch.tensor([1.0 if k in CLASSIFICATION_KINDS else 0.5 for k in kinds],
                             device=ctx.losses.device, dtype=ctx.losses.dtype)
 

@@ -112,7 +112,7 @@ class Trainer:
             batch=batch,
             compute_losses=self.compute_losses,
             val_batch=self.next_validation_batch(),
-            extras={"task_kinds": [task.kind for task in self.tasks]},
+            task_kinds=[task.kind for task in self.tasks],
         )
         logs = self.strategy.backward(ctx)
         self._rebuild_optimizer_if_needed()
