@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, Self, get_args, get_origin, get_type_hints
 
 import torch
@@ -165,11 +165,6 @@ class Strategy(ABC):
     def knob_specs(cls) -> dict[str, Knob]:
         """Every knob a user may set: its type, default, valid values and help (the catalogue, the YAML check)."""
         return cls.Knobs.specs()
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """The knob values as a plain dict (logs, checkpoints)."""
-        return asdict(self.knobs)
 
     # -- hooks the trainer calls ------------------------------------------------------------------
     def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
