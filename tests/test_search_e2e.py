@@ -46,8 +46,13 @@ def test_launch_search_two_strategies(tmp_path):
         assert len(study.trials) == 2
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
         assert {"optimizer/lr", "model/shared_width"} <= set(study.trials[0].params)
-    offline_runs = list((run / "wandb").glob("offline-run-*"))
-    assert len(offline_runs) == 4
+    # The default final stage: each strategy's best configuration re-trained over 3 fresh seeds, with a verdict.
+    assert "Verdict" in out and summary["verdict"]
+    final_dirs = [p for p in (run / "final").iterdir() if p.is_dir() and (p / "result.json").exists()]
+    assert len(final_dirs) == 6, final_dirs
+    runs = [p.name for p in (run / "wandb").glob("offline-run-*")]
+    final_runs = [name for name in runs if "-final-" in name]
+    assert len(runs) == 10 and len(final_runs) == 6, runs  # one W&B run per trial, search and final alike
     assert yaml.safe_load((run / "search_space.yaml").read_text())["strategies"] == ["uniform", "random"]
 
 
