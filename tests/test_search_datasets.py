@@ -41,8 +41,8 @@ def test_one_trial_search_per_data_set(name, tmp_path, ray_session, capsys):
         "training": {"batch_size": 2, "eval_batch_size": 4},
         "strategies": ["uniform"],
     }))
-    rc = main(["search", "--config", str(config), "--num-samples", "1", "--epochs", "1", "--final-seeds", "0", "--storage-path",
-               str(tmp_path / "runs"), "--name", name, "--quiet", "--wandb-mode", "disabled"])
+    rc = main(["search", "--config", str(config), "--num-samples", "1", "--epochs", "1", "--final-seeds", "0",
+               "--storage-path", str(tmp_path / "runs"), "--name", name, "--quiet", "--wandb-mode", "disabled"])
     assert rc == 0, capsys.readouterr()
     summary = json.loads((tmp_path / "runs" / name / "summary.json").read_text())
     best = summary["strategies"]["uniform"]["best"]

@@ -25,8 +25,8 @@ TINY = {
 def search(tmp_path: Path, name: str, strategies: list, search_section: dict, *args: str) -> dict:
     config = tmp_path / f"{name}.yaml"
     config.write_text(yaml.safe_dump({**TINY, "strategies": strategies, "search": search_section}))
-    rc = main(["search", "--config", str(config), "--storage-path", str(tmp_path), "--name", name, "--quiet", "--final-seeds", "0",
-               "--wandb-mode", "disabled", *args])
+    rc = main(["search", "--config", str(config), "--storage-path", str(tmp_path), "--name", name, "--quiet",
+               "--final-seeds", "0", "--wandb-mode", "disabled", *args])
     assert rc == 0
     return json.loads((tmp_path / name / "summary.json").read_text())
 
