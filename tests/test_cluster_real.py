@@ -220,7 +220,8 @@ def test_local_search_with_rays_default_token_auth(tmp_path):
     home = tmp_path / "home"  # no ~/.ray/auth_token yet: Ray makes one
     proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "search", "--strategies", "uniform",
                            "--num-samples", "1", "--epochs", "1", "--final-seeds", "0",
-                           "--storage-path", str(tmp_path / "runs"), "--name", "run", "--quiet", "--wandb-mode", "disabled"],
+                           "--storage-path", str(tmp_path / "runs"), "--name", "run", "--quiet",
+                           "--wandb-mode", "disabled"],
                           cwd=ROOT, env=base_env(home), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (home / ".ray" / "auth_token").is_file()

@@ -201,7 +201,8 @@ def test_search_with_unreachable_online_wandb_logs_every_trial_offline(tmp_path,
 
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
     rc = main(["search", "--strategies", "uniform", "--num-samples", "2", "--epochs", "2", "--scheduler", "fifo",
-               "--final-seeds", "0", "--quiet", "--wandb-mode", "online", "--storage-path", str(tmp_path), "--name", "run"])
+               "--final-seeds", "0", "--quiet", "--wandb-mode", "online", "--storage-path", str(tmp_path),
+               "--name", "run"])
     out = capsys.readouterr()
     assert rc == 0, out.err[-2000:]
     assert out.err.count("warning: W&B server") == 1
