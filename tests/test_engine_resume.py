@@ -85,6 +85,11 @@ def test_ctrl_c_then_driver_kill_then_resume_loses_nothing(tmp_path):
     finally:
         os.killpg(second.pid, signal.SIGKILL)
         second.communicate(timeout=60)
+    crashed = subprocess.run([sys.executable, "launch.py", "report", str(run)], cwd=ROOT, env=environment(tmp_path),
+                             capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == 0 and "| uniform |" in crashed.stdout, "report works on a crashed run"
+    finished = {name: (run / "trials" / name / "result.json").read_text() for name, n in epochs_reported(run).items()
+                if n == 4}
 
     third = subprocess.run([sys.executable, "launch.py", "search", *resume], cwd=ROOT, env=environment(tmp_path),
                            capture_output=True, text=True, timeout=600)
@@ -97,6 +102,8 @@ def test_ctrl_c_then_driver_kill_then_resume_loses_nothing(tmp_path):
         assert rows[-1]["epoch"] == 4 and {r["epoch"] for r in rows} == {1, 2, 3, 4}, name
         continued |= any(r["iterations_since_restore"] == 1 and r["epoch"] > 1 for r in rows)
     assert continued, "an interrupted trial continued from its checkpoint"
+    for name, text in finished.items():  # a trial finished before the kill is kept as it was, not rerun
+        assert (run / "trials" / name / "result.json").read_text() == text, name
 
     storage = f"sqlite:///{run / 'optuna.db'}"
     summary = json.loads((run / "summary.json").read_text())["strategies"]

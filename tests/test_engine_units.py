@@ -236,3 +236,16 @@ def test_an_unpickled_storage_reconnects_to_the_running_search_s_own(tmp_path):
     with searching_with(copy):
         assert pickle.loads(pickled).url == copy
     assert pickle.loads(pickled).url == original  # the next search in this process is not redirected
+
+
+def test_the_epoch_limit_reads_the_trial_s_iteration_not_a_count_of_results():
+    # Tune's MaximumIterationStopper counted results in its own pickled state: after a resume, results of the
+    # killed run counted again and a restarted trial stopped at epoch 3 of 4. The limit reads the result.
+    import pickle
+
+    from tune_mtl.search.experiment import EpochLimit
+
+    limit = EpochLimit(4)
+    assert not any(limit("t", {"training_iteration": i}) for i in (1, 2, 3))
+    restored = pickle.loads(pickle.dumps(limit))
+    assert [restored("t", {"training_iteration": i}) for i in (1, 2, 3, 4)] == [False, False, False, True]

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ray.tune.stopper import Stopper
+
 from tune_mtl.core.keys import SCORE, TRACKING, TRIAL_NAME
 from tune_mtl.search.spec import SearchSpec
 
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
     from ray.tune import Tuner
     from ray.tune.experiment import Trial
     from ray.tune.search import Searcher
-    from ray.tune.stopper import Stopper
 
 EXPERIMENT = "trials"  # the Tune experiment folder of a search: <run>/trials/<strategy>-<n>/
 # How often Tune snapshots the experiment (what --resume restores); Ray's default adapts up to minutes.
@@ -113,11 +114,27 @@ def stopper(epochs: int) -> Stopper:
     """Trials end by themselves after their epochs; saying so also keeps PBT from exploiting a trial at its
     last epoch (which would restart it from another checkpoint again and again). A UserError inside a trial
     (reported under keys.USER_ERROR, see trial_errors.py) ends the whole experiment: every trial would repeat it."""
-    from ray.tune.stopper import CombinedStopper, MaximumIterationStopper
+    from ray.tune.stopper import CombinedStopper
 
     from tune_mtl.search.trial_errors import StopOnUserError
 
-    return CombinedStopper(MaximumIterationStopper(epochs), StopOnUserError())
+    return CombinedStopper(EpochLimit(epochs), StopOnUserError())
+
+
+class EpochLimit(Stopper):
+    """Stops a trial once its result says it reached `epochs` (Tune's `training_iteration`, which a restored
+    trial continues from its checkpoint). Not Tune's MaximumIterationStopper: that counts the results it has
+    seen in its own pickled dict, so after a driver kill and a resume the results a killed run reported count
+    again, and a restarted trial was stopped short of its last epoch (seen: done at epoch 3 of 4)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return int(result.get("training_iteration", 0)) >= self.epochs
+
+    def stop_all(self) -> bool:
+        return False
 
 
 def make_trainable(spec: SearchSpec) -> Any:
