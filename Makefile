@@ -23,7 +23,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tune_mtl tests bench docs launch.py
 
-# Strict on the layers' contracts (core, training, storage: see pyproject.toml), standard elsewhere.
+# mypy --strict over the whole package (pyproject.toml).
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy tune_mtl
 
