@@ -101,6 +101,15 @@ def test_view_of_a_tune_trial():
     assert got.score is None and got.diverged == "nan loss"
 
 
+def test_the_final_stage_shows_no_parameters():
+    # Its configurations are fixed (every value would print): the trial name says what it is.
+    trial = tune_trial("final-uniform-c0-s1", "TERMINATED", {SCORE: 0.5, SCORE_EPOCH: 1, "training_iteration": 1},
+                       {"optimizer/lr": 0.01, "seed": 1000001})
+    shown = SearchProgress({"final-uniform-c0": 3}, 1, "min", show_params=False).view(trial)
+    assert shown.params == {} and shown.experiment == "final-uniform-c0"
+    assert SearchProgress({"final-uniform-c0": 3}, 1, "min").view(trial).params  # the search's lines keep them
+
+
 # -- the outputs -----------------------------------------------------------------------------------------
 def drive(reporter, trials, finished):
     """What Tune does: experiment start, a heartbeat, trials completing, the end."""

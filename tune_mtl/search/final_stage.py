@@ -128,12 +128,14 @@ def build_final_tuner(spec: SearchSpec, run: RunFolder, configs: list[dict[str, 
     from tune_mtl.search.progress import progress_callbacks
 
     search = spec.search
-    per_strategy: dict[str, int] = {}
+    # The same terminal as the search: a line per finished trial and the whole-stage line, grouped by
+    # configuration ("final-<strategy>-c<k>", the trial name without its seed); Tune's own tables only with -v.
+    per_configuration: dict[str, int] = {}
     for config in configs:
-        per_strategy[config["strategy"]["name"]] = per_strategy.get(config["strategy"]["name"], 0) + 1
-    # The same terminal as the search: a line per finished trial and the whole-stage line; Tune's own tables
-    # only with -v (as in engine.execute).
-    callbacks = progress_callbacks(per_strategy, spec.epochs, run.objective["mode"], verbose, "the scheduler")
+        key = str(config[TRIAL_NAME]).rsplit("-", 1)[0]
+        per_configuration[key] = per_configuration.get(key, 0) + 1
+    callbacks = progress_callbacks(per_configuration, spec.epochs, run.objective["mode"], verbose, "the scheduler",
+                                   show_params=False)
     return tune.Tuner(
         make_trainable(spec),
         param_space={},

@@ -285,9 +285,10 @@ class SearchProgress(Callback):
     """Prints the progress of a whole search. `output` None prints nothing (quiet)."""
 
     def __init__(self, budget: dict[str, int], epochs: int, mode: str, scheduler: str = "the scheduler",
-                 output: PlainOutput | LiveOutput | None = None) -> None:
+                 output: PlainOutput | LiveOutput | None = None, show_params: bool = True) -> None:
         self.budget, self.epochs, self.mode, self.scheduler = dict(budget), epochs, mode, scheduler
         self.output = output
+        self.show_params = show_params  # False where nothing was searched (the final stage's fixed configs)
         self.trials: list[Trial] = []
         # Tune calls on_trial_complete/on_trial_error before it changes the trial's status: keep the outcome.
         self.ended: dict[str, str] = {}  # trial_id -> TERMINATED | ERROR
@@ -311,6 +312,8 @@ class SearchProgress(Callback):
 
     def view(self, trial: Trial) -> TrialView:
         view = view_of(trial, self.budget)
+        if not self.show_params:
+            view.params = {}
         view.status = self.ended.get(trial.trial_id, view.status)
         view.error = self.errors.get(trial.trial_id)
         return view
@@ -361,14 +364,15 @@ def tune_output_env(verbose: int) -> dict[str, str]:
 
 
 def progress_callbacks(budget: dict[str, int], epochs: int, mode: str, verbose: int,
-                       scheduler: str = "the scheduler") -> list[Any]:
+                       scheduler: str = "the scheduler", show_params: bool = True) -> list[Any]:
     """Tune callbacks that print the search's progress (the driver sets `tune_output_env(verbose)` around `fit`).
 
     budget: trials per experiment (strategy name, or 'categorical') in this search; epochs: per trial;
     mode: 'min' or 'max' of the score; verbose: 0 quiet, 1 default, 2 Tune's own tables instead;
-    scheduler: named in the lines of trials it stopped early ("ASHA", "HyperBand").
+    scheduler: named in the lines of trials it stopped early ("ASHA", "HyperBand");
+    show_params: print each trial's searched values in its line.
     """
     if verbose >= 2:
         return []  # Tune's own reporter prints its tables
     output = default_output() if verbose == 1 else None
-    return [SearchProgress(budget, epochs, mode, scheduler, output)]
+    return [SearchProgress(budget, epochs, mode, scheduler, output, show_params)]
