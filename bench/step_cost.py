@@ -82,7 +82,11 @@ class Runner:
         self.strategy = strategies.build(name, T)
         self.strategy.setup(self.model, device)
         self.optimizer = self._optimizer()
+        self.strategy.on_model_change(self._rebuild_optimizer)  # Recon's split replaces parameters
         self.step = 0
+
+    def _rebuild_optimizer(self) -> None:
+        self.optimizer = self._optimizer()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
@@ -102,9 +106,6 @@ class Runner:
                 compute_losses=lambda b: compute_losses(model, b), val_batch=batch,
             )
             self.strategy.backward(ctx)
-            if self.strategy.parameters_changed:
-                self.optimizer = self._optimizer()
-                self.strategy.parameters_changed = False
             self.optimizer.step()
         self.step += 1
         return watch

@@ -142,9 +142,6 @@ class Strategy(ABC):
     # Needs per-task gradients of the shared parameters: a model whose encoder has none cannot run it.
     # (A class default an instance may refine from its knobs: IMTL-L never looks at a gradient.)
     needs_shared_parameters: bool = False
-    # Set to True when the strategy changed the model's parameters (Recon's layer split): the trainer then
-    # rebuilds the optimizer before its next step and resets the flag.
-    parameters_changed: bool = False
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         if num_tasks < 1:
@@ -160,11 +157,23 @@ class Strategy(ABC):
         # trial seed in `setup`, checkpointed, and never the global generator, which the model, the data
         # loaders and other strategies in the same process also draw from.
         self.generator = torch.Generator().manual_seed(0)
+        self._model_change_listeners: list[Callable[[], None]] = []
 
     @classmethod
     def knob_specs(cls) -> dict[str, Knob]:
         """Every knob a user may set: its type, default, valid values and help (the catalogue, the YAML check)."""
         return cls.Knobs.specs()
+
+    # -- a hook the trainer registers ---------------------------------------------------------------
+    def on_model_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever this strategy changes the model's parameter set (Recon's layer split): the
+        trainer rebuilds its optimizer over the new parameters (the replaced ones' moments cannot carry over)."""
+        self._model_change_listeners.append(listener)
+
+    def model_changed(self) -> None:
+        """A strategy that replaced model parameters calls this right after the change."""
+        for listener in self._model_change_listeners:
+            listener()
 
     # -- hooks the trainer calls ------------------------------------------------------------------
     def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:

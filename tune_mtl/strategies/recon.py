@@ -148,7 +148,7 @@ class Recon(Strategy):
         self.split = list(split)
         if split:
             self._model().encoder = BranchedSequential(list(self._encoder()), split, self.num_tasks)
-            self.parameters_changed = True
+            self.model_changed()
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         if self.split is None:

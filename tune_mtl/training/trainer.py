@@ -55,6 +55,7 @@ class Trainer:
         self.strategy = strategies.build(self.cfg.strategy, len(self.tasks), self.cfg.strategy_params)
         self.strategy.setup(self.model, self.device, self.cfg.seed)
         self.optimizer = self._make_optimizer()
+        self.strategy.on_model_change(self._rebuild_optimizer)
         self.objective = resolve_objective(self.tasks, self.cfg.objective)
         tr = self.cfg.training
         self.train_loader = make_loader(self.bundle.train, tr["batch_size"], True, self.cfg.seed, tr["num_workers"])
@@ -74,12 +75,10 @@ class Trainer:
             groups, lr=opt["lr"], betas=(opt["beta1"], opt["beta2"]), weight_decay=opt["weight_decay"]
         )
 
-    def _rebuild_optimizer_if_needed(self) -> None:
+    def _rebuild_optimizer(self) -> None:
         # A strategy that changed the parameter set (Recon's layer split) needs an optimizer over the new
         # parameters; the moments of the replaced ones cannot carry over.
-        if self.strategy.parameters_changed:
-            self.optimizer = self._make_optimizer()
-            self.strategy.parameters_changed = False
+        self.optimizer = self._make_optimizer()
 
     # -- one step --------------------------------------------------------------------------------
     def forward_losses(self, batch: Batch) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -115,7 +114,6 @@ class Trainer:
             task_kinds=[task.kind for task in self.tasks],
         )
         logs = self.strategy.backward(ctx)
-        self._rebuild_optimizer_if_needed()
         self.optimizer.step()
         self.step += 1
         return task_losses, logs
@@ -207,7 +205,6 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Strategy first: it may restore a model change (Recon) that the saved model/optimizer state assumes.
         self.strategy.load_state_dict(state["strategy"])
-        self._rebuild_optimizer_if_needed()
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step = state["epoch"], state["step"]
