@@ -122,6 +122,46 @@ def test_asked_but_unsnapshotted_trials_are_handed_out_again_after_a_restore(tmp
     assert first[0]["optimizer"]["lr"] != again[0]["optimizer"]["lr"]
 
 
+def test_an_unreadable_searcher_state_is_rebuilt_from_the_studies(tmp_path):
+    """A state file cut short by a full disk (0 bytes): the budget spent, the names given and which Tune trial
+    owns which Optuna trial come back from the studies' own records; enqueued start-up trials not yet asked for
+    (WAITING) are not counted as spent."""
+    spec = spec_of(tmp_path)  # paired: 3 start-up configurations enqueued per study
+    searcher = searcher_for(spec, storage_url(tmp_path), budget=3, startup=3)
+    for i in range(6):  # two trials per strategy
+        searcher.suggest(f"t{i}")
+    searcher.on_trial_complete("t0", {SCORE: 1.0})
+    (tmp_path / "state.pkl").write_bytes(b"")
+
+    restarted = searcher_for(spec, storage_url(tmp_path), budget=3, startup=3)
+    restarted.restore(str(tmp_path / "state.pkl"))
+    assert restarted.budget_left() == {s: 1 for s in spec.strategies}
+    restarted.on_trial_complete("t3", {SCORE: 2.0})  # uniform-2, owned by Tune trial t3 before the restart
+    uniform = optuna.load_study(study_name="uniform", storage=storage_url(tmp_path)).trials
+    assert [t.state.name for t in uniform[:2]] == ["COMPLETE", "COMPLETE"]
+    assert [restarted.suggest(f"n{i}")[TRIAL_NAME] for i in range(3)] == ["uniform-3", "cagrad-3", "random-3"]
+    assert restarted.suggest("n3") is restarted.FINISHED
+
+
+def test_the_searcher_state_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    import pickle
+
+    searcher = searcher_for(spec_of(tmp_path), storage_url(tmp_path), budget=2)
+    searcher.suggest("t0")
+    path = tmp_path / "state.pkl"
+    searcher.save(str(path))
+    good = path.read_bytes()
+    searcher.suggest("t1")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pickle, "dump", disk_full)
+    with pytest.raises(OSError):
+        searcher.save(str(path))
+    assert path.read_bytes() == good  # the last complete state survives a failed save
+
+
 # -- TPE start-up and pairing ----------------------------------------------------------------------------
 @pytest.mark.parametrize(("trials", "startup", "random_only"),
                          [(1, 1, True), (3, 3, True), (4, 3, False), (8, 3, False), (30, 8, False), (100, 10, False)])

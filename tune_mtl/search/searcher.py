@@ -27,6 +27,7 @@ A trial told twice (it completed after the last snapshot and Tune runs its end a
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import warnings
 from collections.abc import Callable
@@ -194,14 +195,39 @@ class StudySearcher(Searcher):
 
     # -- resume -----------------------------------------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as out:
+        # Written beside and renamed over: a full disk fails the write, never leaves a truncated state behind.
+        partial = f"{checkpoint_path}.partial"
+        with open(partial, "wb") as out:
             pickle.dump(self._state, out)
+        os.replace(partial, checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as source:
-            self._state = pickle.load(source)
+        try:
+            with open(checkpoint_path, "rb") as source:
+                self._state = pickle.load(source)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+            # Unreadable (cut short by a full disk before writes were atomic): the studies know the same.
+            self._state = self.state_from_studies()
         self._trials = {}
         self.find_orphans()
+
+    def state_from_studies(self) -> _State:
+        """The searcher's state rebuilt from the Optuna storage: budgets spent, trial names given, and which
+        Tune trial owns each RUNNING Optuna trial (the user attributes set in `suggest`)."""
+        state = _State(handed_out={key: 0 for key in self._setups})
+        for key in self._setups:
+            for trial in self.study(key).get_trials(deepcopy=False):
+                if trial.state == TrialState.WAITING:
+                    continue  # an enqueued start-up configuration not asked for yet
+                state.handed_out[key] += 1
+                name = str(trial.user_attrs.get(TRIAL_NAME_ATTR, ""))
+                strategy, _, number = name.rpartition("-")
+                if number.isdigit():
+                    state.named[strategy] = max(state.named.get(strategy, 0), int(number))
+                owner = trial.user_attrs.get(TUNE_TRIAL_ID)
+                if trial.state == TrialState.RUNNING and owner:
+                    state.live[str(owner)] = Handed(key, trial.number, storage_id(trial), name)
+        return state
 
     def find_orphans(self) -> None:
         owned = {(h.key, h.number) for h in self._state.live.values()}
