@@ -300,7 +300,7 @@ def test_every_strategy_is_registered_with_its_aliases():
 @pytest.mark.parametrize("name", MINE)
 def test_trainer_step_gives_finite_grads_and_is_deterministic(name):
     trainers = []
-    for _ in range(2):  # one after the other: randomised strategies draw from the seeded global generator
+    for _ in range(2):  # the same seed twice: randomised strategies draw from their own generator, seeded by it
         trainer = Trainer(toy_config(name))
         trainers.append(trainer)
         for _, batch in zip(range(3), trainer.train_loader, strict=False):
