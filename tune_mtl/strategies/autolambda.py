@@ -46,6 +46,7 @@ class AutoLambda(Strategy):
         virtual_lr: float = knob(0.001, low=1e-08, high=10.0, help="step size of the virtual SGD step")
 
     knobs: Knobs
+    learned: LearnedWeights
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError, unknown_name
 from tune_mtl.core.options import Field, check_value
+from tune_mtl.strategies.learned_weights import LearnedWeights
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ class Strategy(ABC):
     # Needs per-task gradients of the shared parameters: a model whose encoder has none cannot run it.
     # (A class default an instance may refine from its knobs: IMTL-L never looks at a gradient.)
     needs_shared_parameters: bool = False
+    # Task weights (or logits) the strategy learns with its own Adam; `setup` moves them to the model's device.
+    learned: LearnedWeights | None = None
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         if num_tasks < 1:
@@ -180,6 +183,8 @@ class Strategy(ABC):
         """Called once after the model is built, before the optimizer is created: puts the strategy's random
         stream on `device`, seeded with the trial's `seed`. Overrides call `super().setup(model, device, seed)`."""
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        if self.learned is not None:
+            self.learned.to(device)
 
     def parameters(self) -> list[nn.Parameter]:
         """Extra parameters the strategy learns (log-variances, task weights): the optimizer steps them."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
@@ -38,15 +38,12 @@ class FAMO(LossWeighting):
         gamma: float = knob(0.001, low=0.0, high=1.0, help="weight decay of the task logits")
 
     knobs: Knobs
+    learned: LearnedWeights
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.learned = LearnedWeights(torch.zeros(num_tasks), lr=self.knobs.w_lr, weight_decay=self.knobs.gamma)
         self.pending: tuple[Any, Tensor] | None = None  # (batch, its task losses before the step)
-
-    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
-        super().setup(model, device, seed)
-        self.learned.to(device)
 
     @property
     def logits(self) -> Tensor:

@@ -66,15 +66,12 @@ class FORUM(Strategy):
         outer_lr: float = knob(0.001, low=0.0, high=10.0, help="Adam learning rate of the loss-weight logits")
 
     knobs: Knobs
+    learned: LearnedWeights
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.learned = LearnedWeights(torch.zeros(num_tasks), lr=self.knobs.outer_lr)
         self.lambd = np.zeros(num_tasks)
-
-    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
-        super().setup(model, device, seed)
-        self.learned.to(device)
 
     @property
     def logits(self) -> Tensor:

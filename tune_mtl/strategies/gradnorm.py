@@ -55,6 +55,7 @@ class GradNorm(Strategy):
         weight_lr: float = knob(0.025, low=1e-08, high=10.0, help="Adam step size of the task weights")
 
     knobs: Knobs
+    learned: LearnedWeights
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
@@ -64,10 +65,6 @@ class GradNorm(Strategy):
     @property
     def task_weights(self) -> Tensor:
         return self.learned.values
-
-    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
-        super().setup(model, device, seed)
-        self.learned.to(device)
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         self.learned.to(ctx.losses.device, ctx.losses.dtype)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
@@ -47,14 +47,11 @@ class MOML(LossWeighting):
         upper: Literal["mgda", "mean"] = knob("mgda", help="how the T hypergradients are combined")
 
     knobs: Knobs
+    learned: LearnedWeights
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.learned = LearnedWeights(torch.zeros(num_tasks), lr=self.knobs.outer_lr)
-
-    def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
-        super().setup(model, device, seed)
-        self.learned.to(device)
 
     @property
     def logits(self) -> Tensor:
