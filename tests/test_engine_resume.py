@@ -17,6 +17,8 @@ import optuna
 import pytest
 import yaml
 
+from tests.launch_env import launch_env
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.ray
 
@@ -32,11 +34,6 @@ SPACE = {
 STOP_WITHIN_S = 120  # a bound for the test not to hang, not a timing assertion
 
 
-def environment(tmp_path: Path) -> dict:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled",
-            "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT)}
-
-
 def epochs_reported(run: Path) -> dict[str, int]:
     out = {}
     for result in (run / "trials").glob("*/result.json"):
@@ -46,7 +43,7 @@ def epochs_reported(run: Path) -> dict[str, int]:
 
 def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
     # Its own session: a SIGKILL of the group reaches the driver and the local Ray it started, nothing else.
-    return subprocess.Popen([sys.executable, "launch.py", "search", *args], cwd=ROOT, env=environment(tmp_path),
+    return subprocess.Popen([sys.executable, "launch.py", "search", *args], cwd=ROOT, env=launch_env(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -85,13 +82,13 @@ def test_ctrl_c_then_driver_kill_then_resume_loses_nothing(tmp_path):
     finally:
         os.killpg(second.pid, signal.SIGKILL)
         second.communicate(timeout=60)
-    crashed = subprocess.run([sys.executable, "launch.py", "report", str(run)], cwd=ROOT, env=environment(tmp_path),
+    crashed = subprocess.run([sys.executable, "launch.py", "report", str(run)], cwd=ROOT, env=launch_env(tmp_path),
                              capture_output=True, text=True, timeout=300)
     assert crashed.returncode == 0 and "| uniform |" in crashed.stdout, "report works on a crashed run"
     finished = {name: (run / "trials" / name / "result.json").read_text() for name, n in epochs_reported(run).items()
                 if n == 4}
 
-    third = subprocess.run([sys.executable, "launch.py", "search", *resume], cwd=ROOT, env=environment(tmp_path),
+    third = subprocess.run([sys.executable, "launch.py", "search", *resume], cwd=ROOT, env=launch_env(tmp_path),
                            capture_output=True, text=True, timeout=600)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     trials = sorted(p.name for p in (run / "trials").iterdir() if p.is_dir())

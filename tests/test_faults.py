@@ -16,6 +16,8 @@ import optuna
 import pytest
 import yaml
 
+from tests.launch_env import launch_env
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.ray
 
@@ -26,11 +28,6 @@ SLOW_TOY = {
     "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-3, 1.0e-2]}},
     "training": {"batch_size": 16, "epochs": 4},
 }
-
-
-def env(tmp_path: Path) -> dict:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled",
-            "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT)}
 
 
 def history(trial_dir: Path) -> list[dict]:
@@ -95,7 +92,7 @@ def test_worker_node_dies_and_its_trials_resume_elsewhere(tmp_path):
         "search": {"num_samples": 3, "scheduler": "fifo", "seed": 3, "max_failures": 3, "final": {"seeds": 0}},
     }))
     proc = subprocess.run([sys.executable, "-c", NODE_LOSS_SCRIPT, str(config), str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=env(tmp_path))
+                          capture_output=True, text=True, timeout=300, env=launch_env(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "NODE_KILLED" in proc.stdout
 
@@ -200,7 +197,7 @@ def start_three_trial_search(tmp_path: Path, run: Path, stderr: int) -> subproce
     }))
     cmd = [sys.executable, "launch.py", "search", "--config", str(config), "--storage-path", str(run.parent),
            "--name", run.name, "--quiet", "--wandb-mode", "disabled"]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env(tmp_path))
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True, env=launch_env(tmp_path))
 
 
 def test_copied_and_moved_runs_resume_in_place(tmp_path):
@@ -225,7 +222,7 @@ def test_copied_and_moved_runs_resume_in_place(tmp_path):
     shutil.copytree(run, copy)
     before = snapshot_bytes(run)
     resumed = subprocess.run([sys.executable, "launch.py", "search", "--resume", str(copy), "--quiet"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=400, env=env(tmp_path))
+                             capture_output=True, text=True, timeout=400, env=launch_env(tmp_path))
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     changed = sorted(k for k in set(before) | set(snapshot_bytes(run)) if before.get(k) != snapshot_bytes(run).get(k))
     assert changed == [], "resuming the copy wrote into the original"
@@ -234,7 +231,7 @@ def test_copied_and_moved_runs_resume_in_place(tmp_path):
     moved.parent.mkdir()
     run.rename(moved)
     again = subprocess.run([sys.executable, "launch.py", "search", "--resume", str(moved), "--quiet"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=400, env=env(tmp_path))
+                           capture_output=True, text=True, timeout=400, env=launch_env(tmp_path))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
 
     for folder in (copy, moved):
@@ -250,13 +247,13 @@ def test_copied_and_moved_runs_resume_in_place(tmp_path):
     (copy / "run.json").write_text(record[: len(record) // 2])
     (copy / "optuna.db").unlink()
     report = subprocess.run([sys.executable, "launch.py", "report", str(copy)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, env=env(tmp_path))
+                            text=True, timeout=120, env=launch_env(tmp_path))
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     assert "| uniform |" in report.stdout and "Traceback" not in report.stderr
     assert "run.json' is damaged" in report.stderr and "optuna.db' is missing" in report.stderr
     assert not (copy / "optuna.db").exists(), "report did not create an empty study"
     damaged = subprocess.run([sys.executable, "launch.py", "search", "--resume", str(copy)], cwd=ROOT,
-                             capture_output=True, text=True, timeout=120, env=env(tmp_path))
+                             capture_output=True, text=True, timeout=120, env=launch_env(tmp_path))
     assert damaged.returncode == 2 and "run.json' is damaged" in damaged.stderr.strip().splitlines()[-1]
 
 
@@ -311,7 +308,7 @@ def test_full_disk_is_one_sentence_and_resume_keeps_every_finished_trial(tmp_pat
 
     filler.unlink()  # space returns
     resumed = subprocess.run([sys.executable, "launch.py", "search", "--resume", str(run), "--quiet"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=400, env=env(tmp_path))
+                             capture_output=True, text=True, timeout=400, env=launch_env(tmp_path))
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     for name, rows in finished.items():
         assert history(next(run.glob(f"*/{name}"))) == rows, "a result recorded before the disk filled changed"

@@ -6,7 +6,6 @@ from the environment, never from the command line, and must not reach any file o
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import optuna
 import pytest
 import yaml
 
+from tests.launch_env import launch_env
 from tests.postgres_server import PASSWORD, remove_server, start_server
 from tests.test_faults import kill_process_tree
 from tune_mtl.cli import main
@@ -44,11 +44,6 @@ def postgres():
     remove_server(server)
 
 
-def search_env(tmp_path: Path, url: str) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled",
-            "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT), "TUNE_MTL_OPTUNA_STORAGE": url}
-
-
 def files_holding(folder: Path, secret: str) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
@@ -60,7 +55,7 @@ def test_server_stops_mid_search_then_resume_finishes(tmp_path, postgres):
     cmd = [sys.executable, "launch.py", "search", "--config", str(config), "--storage-path", str(tmp_path),
            "--name", "run", "--quiet", "--wandb-mode", "disabled"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=search_env(tmp_path, postgres.url))
+                            env=launch_env(tmp_path, TUNE_MTL_OPTUNA_STORAGE=postgres.url))
     try:
         deadline = time.monotonic() + 300
         while not any(len(r.read_text().splitlines()) >= 2 for r in run.glob("**/result.json")):
@@ -83,7 +78,8 @@ def test_server_stops_mid_search_then_resume_finishes(tmp_path, postgres):
     assert [line for line in err.splitlines() if line.startswith("launch.py")] == [last], "one sentence"
 
     resumed = subprocess.run([sys.executable, "launch.py", "search", "--resume", str(run), "--quiet"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=400, env=search_env(tmp_path, postgres.url))
+                             capture_output=True, text=True, timeout=400,
+                             env=launch_env(tmp_path, TUNE_MTL_OPTUNA_STORAGE=postgres.url))
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     studies = json.loads((run / "run.json").read_text())["studies"]
