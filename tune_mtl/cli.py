@@ -250,7 +250,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def _report(args: argparse.Namespace) -> int:
     from tune_mtl.reporting.plots import write_plots
     from tune_mtl.reporting.summary import load_trials, summarise_run, write_summary
-    from tune_mtl.search.engine import experiments
     from tune_mtl.search.experiment import EXPERIMENT
     from tune_mtl.search.final_stage import verdict_for_run
     from tune_mtl.search.spec import load_spec
@@ -264,8 +263,9 @@ def _report(args: argparse.Namespace) -> int:
     if not run.optuna_storage and not (run.path / OPTUNA_DB).is_file():
         print(f"note: '{run.path / OPTUNA_DB}' is missing: no parameter importances", file=sys.stderr)
         run.studies = {}  # reading a missing SQLite study would create an empty one
-    summary = summarise_run(run, experiments(spec))
-    verdict = verdict_for_run(spec, run, load_trials(run.experiment(EXPERIMENT)))
+    rows = load_trials(run.experiment(EXPERIMENT))
+    summary = summarise_run(run, rows)
+    verdict = verdict_for_run(spec, run, rows)
     if verdict:  # the run has a final stage
         summary["verdict"] = verdict
     write_summary(summary, run)

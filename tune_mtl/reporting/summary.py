@@ -167,8 +167,8 @@ def pareto_front(rows: list[dict[str, Any]], objectives: list[dict[str, Any]]) -
     }
 
 
-def summarise_run(run: RunFolder, experiment_names: list[str]) -> dict[str, Any]:
-    rows = [row for name in experiment_names for row in load_trials(run.experiment(name))]
+def summarise_run(run: RunFolder, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of a run from its trials (`load_trials` of its experiment, read once by the caller)."""
     by_strategy: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_strategy.setdefault(row["config"]["strategy"]["name"], []).append(row)

@@ -68,11 +68,6 @@ class RunOptions:
         return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
-def experiments(spec: SearchSpec) -> list[str]:
-    """The Tune experiment folders of a search (one, whatever the number of strategies)."""
-    return [EXPERIMENT]
-
-
 def study_name(run: RunFolder, key: str, own_storage: bool) -> str:
     # A shared database server holds many runs' studies: prefix them with the run name.
     return key if own_storage else f"{run.name}/{key}"
@@ -188,7 +183,7 @@ def run_experiment(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna
                    notes: list[str], slots: int, resume: bool) -> dict[str, Any]:
     from ray import tune
 
-    from tune_mtl.reporting.summary import summarise_run, write_summary
+    from tune_mtl.reporting.summary import load_trials, summarise_run, write_summary
     from tune_mtl.search import experiment as exp
     from tune_mtl.search.progress import progress_callbacks, tune_output_env
     from tune_mtl.search.studies import open_storage
@@ -224,24 +219,25 @@ def run_experiment(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna
     # A configuration error inside a trial: exit 2 with its sentence.
     raise_trial_user_error([results[i] for i in range(len(results))])
     del results  # read back from the run folder instead, like `launch.py report`
-    summary = summarise_run(run, experiments(spec))
+    rows = load_trials(run.experiment(EXPERIMENT))
+    summary = summarise_run(run, rows)
     summary["notes"] = notes
     if stopped_early(summary, total):
         write_summary(summary, run)
         raise SearchInterrupted(f"the search stopped before its end; continue it with: "
                                 f"launch.py search --resume {run.path}")
-    verdict = final_evaluation(spec, run, options.verbose)
+    verdict = final_evaluation(spec, run, rows, options.verbose)
     if verdict:
         summary["verdict"] = verdict
     write_summary(summary, run)
     return summary
 
 
-def final_evaluation(spec: SearchSpec, run: RunFolder, verbose: int) -> dict[str, Any] | None:
-    """After the search: each strategy's best configuration(s) re-trained over fresh, shared seeds, scored on
-    the test split at the validation-selected epoch (search/final_stage.py); the verdict, or None when
-    `search.final.seeds` is 0 or the search is multi-objective (its Pareto front is the answer)."""
-    from tune_mtl.reporting.summary import load_trials
+def final_evaluation(spec: SearchSpec, run: RunFolder, rows: list[dict[str, Any]],
+                     verbose: int) -> dict[str, Any] | None:
+    """After the search (its trials: `rows`): each strategy's best configuration(s) re-trained over fresh, shared
+    seeds, scored on the test split at the validation-selected epoch (search/final_stage.py); the verdict, or
+    None when `search.final.seeds` is 0 or the search is multi-objective (its Pareto front is the answer)."""
     from tune_mtl.search import experiment as exp
     from tune_mtl.search.final_stage import FinalOptions, run_final_stage, top_configs, verdict_for_run
     from tune_mtl.search.progress import tune_output_env
@@ -249,7 +245,6 @@ def final_evaluation(spec: SearchSpec, run: RunFolder, verbose: int) -> dict[str
     final = FinalOptions.from_spec(spec)
     if final.seeds == 0 or spec.search["objectives"]:
         return None
-    rows = load_trials(run.experiment(EXPERIMENT))
     best = top_configs(rows, run.objective["mode"], final.top_k)
     if verbose:
         print(f"final stage: the best {final.top_k} configuration(s) of {len(best)} strategies x {final.seeds} "
