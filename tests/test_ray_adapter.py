@@ -24,3 +24,14 @@ def test_get_cluster_id_against_nothing_is_a_grpc_status():
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     assert ray_adapter.ask_cluster_id(f"127.0.0.1:{port}", None, 1.0) == "UNAVAILABLE"
+
+
+def test_a_tuner_s_search_algorithm_and_storage_paths_are_reachable(tmp_path):
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    search_alg = BasicVariantGenerator()
+    tuner = tune.Tuner(lambda config: None, tune_config=tune.TuneConfig(search_alg=search_alg),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path)))
+    assert ray_adapter.restored_search_alg(tuner) is search_alg
+    assert ray_adapter.storage_fs_path(str(tmp_path / "run")) == str(tmp_path / "run")

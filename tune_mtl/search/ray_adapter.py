@@ -3,10 +3,13 @@
 Connecting to a token-protected cluster needs, before `ray.init`, what Ray 2.60 keeps internal: the address of
 the head started last on this machine, its GetClusterId call (to tell "requires a token" and "wrong token"
 from "nothing there" within seconds, instead of 20 InvalidAuthToken lines and a 30 s wait), its token loader,
-and a re-read of its cached config after token mode is switched on.
+and a re-read of its cached config after token mode is switched on. Resuming a moved run folder
+(relocation.py) needs the search algorithm of a restored Tuner and Ray's storage-path parser.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 def recorded_head_address() -> str | None:
@@ -47,3 +50,15 @@ def reload_config() -> None:
     from ray._raylet import Config  # type: ignore[attr-defined]
 
     Config.initialize("")
+
+
+def restored_search_alg(tuner: Any) -> Any:
+    """The search algorithm a `Tuner.restore` rebuilt (Ray 2.60 keeps the restored TuneConfig internal)."""
+    return tuner._local_tuner._tune_config.search_alg
+
+
+def storage_fs_path(path_or_url: str) -> str:
+    """The filesystem path Ray's storage uses for a folder or URL (`s3://b/x` -> `b/x`)."""
+    from ray.train._internal.storage import get_fs_and_path
+
+    return str(get_fs_and_path(path_or_url, None)[1])

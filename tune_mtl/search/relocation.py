@@ -53,8 +53,8 @@ def relocatable(searcher: Searcher, max_concurrent: int | None) -> RelocatableSe
 def relocate(tuner: Any, experiment_path: str) -> None:
     """After `Tuner.restore(experiment_path)` (a folder or URL): new trials go there (no-op for other search
     algorithms)."""
-    from ray.train._internal.storage import get_fs_and_path
+    from tune_mtl.search import ray_adapter
 
-    search_alg = tuner._local_tuner._tune_config.search_alg  # Ray 2.60: the restored TuneConfig
+    search_alg = ray_adapter.restored_search_alg(tuner)
     if isinstance(search_alg, RelocatableSearch):
-        search_alg.experiment_path = get_fs_and_path(experiment_path, None)[1]
+        search_alg.experiment_path = ray_adapter.storage_fs_path(experiment_path)
