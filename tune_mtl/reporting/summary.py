@@ -31,6 +31,7 @@ from tune_mtl.core.keys import (
     TEST_OBJECTIVE,
     TRIAL_NAME,
 )
+from tune_mtl.reporting.own_ranges import disclosure_lines, saved_own_ranges
 from tune_mtl.reporting.pareto import front
 from tune_mtl.storage.run_folder import RunFolder, is_url
 
@@ -182,6 +183,9 @@ def summarise_run(run: RunFolder, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "studies": run.studies,
         "wandb": {"mode": run.wandb_mode, "dir": str(run.path / "wandb"), "project": run.wandb_project},
     }
+    own = saved_own_ranges(run.path)  # fair-tuning disclosure: strategies that searched their own ranges
+    if own:
+        summary["own_ranges"] = own
     if run.objective.get("objectives"):
         summary["objectives"] = run.objective["objectives"]
         summary["pareto_front"] = pareto_front(rows, run.objective["objectives"])
@@ -224,6 +228,9 @@ def format_table(summary: dict[str, Any]) -> str:
             f"{s['trials']} | {len(s['failed'])} | "
             f"{_short_config(best['config'])} |"
         )
+    if summary.get("own_ranges"):
+        lines.append("\nOwn ranges (per_strategy in the search space):")
+        lines += [f"- {line}" for line in disclosure_lines(summary["own_ranges"])]
     failures = [(n, f) for n, s in summary["strategies"].items() for f in s["failed"]]
     if failures:
         lines.append("\nFailed trials:")

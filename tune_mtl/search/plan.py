@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune_mtl.core.errors import UserError
+from tune_mtl.reporting.own_ranges import disclosure_lines, own_ranges
 from tune_mtl.search.spec import Range, SearchSpec
 
 CATEGORICAL = "categorical"  # the study name (and budget key) of a categorical-strategy search
@@ -114,16 +115,23 @@ def plan_notes(spec: SearchSpec) -> list[str]:
     """Check the scheduler/searcher combination before Ray starts; what the user should know about it."""
     search = spec.search
     scheduler, multi = search["scheduler"], bool(search["objectives"])
-    shared = any(isinstance(v, Range) for s in ("dataset", "model", "optimizer", "training")
-                 for v in getattr(spec, s).values())
     for key in study_keys(spec):
+        owners = spec.strategies if key == CATEGORICAL else [key]  # with their own values, if any
+        shared = any(isinstance(v, Range) for owner in owners for s in ("dataset", "model", "optimizer", "training")
+                     for v in spec.section(s, owner).values())
         knobs = spec.strategy_knobs.get(key, {})
         if not (shared or any(isinstance(v, Range) for v in knobs.values())
                 or (key == CATEGORICAL and len(spec.strategies) > 1)):
             raise UserError(f"nothing to search for '{key}': every value of the search space is fixed; "
                             "make at least one a range, e.g. optimizer.lr: {loguniform: [1.0e-4, 1.0e-1]}")
-    notes = []
+    notes = disclosure_lines(own_ranges(spec.describe()))
+    if spec.per_strategy and paired(spec):
+        notes.append("paired start-up with own ranges: a strategy's own range takes each shared draw at the same "
+                     "position (quantile) of its range, so the start-up trials stay paired")
     if scheduler == "pbt":
+        if spec.per_strategy:
+            raise UserError("scheduler 'pbt' draws one population over the shared ranges; 'per_strategy' ranges "
+                            "need asha, hyperband or fifo")
         if multi:
             raise UserError("scheduler 'pbt' optimises one metric; drop --objectives or pick asha/hyperband/fifo")
         if search["strategy_mode"] != "separate":

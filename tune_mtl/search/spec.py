@@ -61,7 +61,12 @@ FINAL_FIELDS = {
 # Deeper than any real search space; a YAML bomb nested 1,000 deep would otherwise overflow the recursion of
 # the YAML composer, deepcopy or the validation below.
 MAX_YAML_DEPTH = 20
-TOP_LEVEL = {"dataset", "model", "optimizer", "training", "objective", "strategies", "strategy_knobs", "search"}
+TOP_LEVEL = {"dataset", "model", "optimizer", "training", "objective", "strategies", "strategy_knobs", "per_strategy",
+             "search"}
+# `per_strategy:` gives a strategy its own value or range for a shared training key (SLGrad's own lr range). The
+# data set and the model stay the same for every strategy, and so do the epochs: they are the search's budget.
+PER_STRATEGY_SECTIONS = ("optimizer", "training")
+SAME_FOR_EVERY_STRATEGY = {("training", "epochs"): "epochs are the search's budget, the same for every strategy"}
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,43 @@ def parse_knobs(strategy: str, raw: Any) -> dict[str, Any]:
     return out
 
 
+def parse_per_strategy(raw: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """`per_strategy: {slgrad: {optimizer: {lr: {loguniform: [1.0e-4, 1.0e-3]}}}}`, checked like the shared
+    sections; strategy names resolved (aliases too)."""
+    if raw is None:
+        return {}
+    sections = ", ".join(PER_STRATEGY_SECTIONS)
+    if not isinstance(raw, dict):
+        raise UserError(f"'per_strategy' must map strategy names to their own {sections} values, got {raw!r}")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, given in raw.items():
+        try:
+            strategy = strategies.resolve(str(name))
+        except UserError as err:
+            raise UserError(f"'per_strategy.{name}': {err}") from None
+        where = f"per_strategy.{name}"
+        if not isinstance(given, dict) or not given:
+            raise UserError(f"'{where}' must map sections ({sections}) to that strategy's own values or ranges, "
+                            f"got {given!r}")
+        own: dict[str, dict[str, Any]] = {}
+        for section, values in given.items():
+            if section not in PER_STRATEGY_SECTIONS:
+                hint = closest(str(section), PER_STRATEGY_SECTIONS)
+                did = f" (did you mean '{hint}'?)" if hint else ""
+                raise UserError(f"unknown key '{where}.{section}'{did}; a strategy can have its own values for "
+                                f"{sections} only (the data set and the model are the same for every strategy)")
+            for key in values if isinstance(values, dict) else ():
+                if (section, key) in SAME_FOR_EVERY_STRATEGY:
+                    raise UserError(f"'{where}.{section}.{key}' cannot differ between strategies: "
+                                    f"{SAME_FOR_EVERY_STRATEGY[section, key]}; set it under '{section}'")
+            fields = OPTIMIZER_FIELDS if section == "optimizer" else TRAINING_FIELDS
+            own[section] = parse_section(f"{where}.{section}", values, fields)
+        if strategy in out:
+            raise UserError(f"'per_strategy' names strategy '{strategy}' twice ('{name}' is an alias)")
+        out[strategy] = own
+    return out
+
+
 def parse_objectives(raw: Any) -> list[str] | None:
     """`task0/mse,task1/mse` (CLI) or a YAML list -> ['task0/mse', 'task1/mse']; tasks are checked later."""
     if raw is None:
@@ -239,12 +281,26 @@ class SearchSpec:
     search: dict[str, Any]
     mode: str = "min"  # direction of the objective, from the data set's task
     extra: dict[str, Any] = field(default_factory=dict)
+    # strategy -> section -> key -> its own value or Range, replacing the shared one for that strategy only
+    per_strategy: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
         epochs = self.training.get("epochs", TRAINING_FIELDS["epochs"].default)
         most: int = max(epochs.values) if isinstance(epochs, Range) else epochs  # checked as int by TRAINING_FIELDS
         return most
+
+    def section(self, name: str, strategy: str | None = None) -> dict[str, Any]:
+        """A shared section as `strategy` searches it: the shared values, with its own ones (`per_strategy`)
+        in their place."""
+        shared: dict[str, Any] = getattr(self, name)
+        own = self.per_strategy.get(strategy, {}).get(name) if strategy else None
+        return {**shared, **own} if own else shared
+
+    def own_values(self, strategy: str) -> dict[tuple[str, str], Any]:
+        """`(section, key) -> value or Range` of what `strategy` searches differently from the others."""
+        return {(section, key): value for section, values in self.per_strategy.get(strategy, {}).items()
+                for key, value in values.items()}
 
     def param_space(self, strategy: str) -> dict[str, Any]:
         """The nested Ray Tune param space of one strategy's search."""
@@ -255,8 +311,8 @@ class SearchSpec:
         return {
             "dataset": tune_values(self.dataset),
             "model": tune_values(self.model),
-            "optimizer": tune_values(self.optimizer),
-            "training": tune_values(self.training),
+            "optimizer": tune_values(self.section("optimizer", strategy)),
+            "training": tune_values(self.section("training", strategy)),
             "objective": dict(self.objective),
             "strategy": {"name": strategy, **tune_values(self.strategy_knobs.get(strategy, {}))},
             "seed": self.search["seed"],
@@ -268,7 +324,7 @@ class SearchSpec:
         def plain(section: dict[str, Any]) -> dict[str, Any]:
             return {k: v.to_yaml() if isinstance(v, Range) else v for k, v in section.items()}
 
-        return {
+        described = {
             "dataset": plain(self.dataset),
             "model": plain(self.model),
             "optimizer": plain(self.optimizer),
@@ -278,6 +334,10 @@ class SearchSpec:
             "strategy_knobs": {s: plain(k) for s, k in self.strategy_knobs.items()},
             "search": self.search,
         }
+        if self.per_strategy:
+            described["per_strategy"] = {s: {section: plain(values) for section, values in own.items()}
+                                         for s, own in self.per_strategy.items()}
+        return described
 
 
 def load_spec(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> SearchSpec:
@@ -328,6 +388,8 @@ def load_spec(path: str | os.PathLike[str] | None = None, overrides: dict[str, A
     for strategy, given in knob_overrides.items():
         parse_knobs(strategy, given)
     knobs = {s: parse_knobs(s, {**default_knob_ranges(s), **knob_overrides.get(s, {})}) for s in canonical}
+    # Like the knobs: every strategy's own values are checked, those of the strategies searched are kept.
+    per_strategy = {s: own for s, own in parse_per_strategy(raw.get("per_strategy")).items() if s in canonical}
 
     search_given = raw.get("search")
     if search_given is not None and not isinstance(search_given, dict):
@@ -345,7 +407,8 @@ def load_spec(path: str | os.PathLike[str] | None = None, overrides: dict[str, A
         final["seeds"] = overrides["final_seeds"]
     search["final"] = check_options("search.final", final, FINAL_FIELDS)
 
-    spec = SearchSpec(path, dataset, model, optimizer, training, objective, canonical, knobs, search)
+    spec = SearchSpec(path, dataset, model, optimizer, training, objective, canonical, knobs, search,
+                      per_strategy=per_strategy)
     check_strategies_fit(spec)
     return spec
 
