@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from tune_mtl.core.keys import SCORE, TRIAL_NAME
 from tune_mtl.reporting import verdict as verdict_lib
+from tune_mtl.reporting.summary import UNFINISHED
 from tune_mtl.search.spec import Range, SearchSpec
 from tune_mtl.storage.run_folder import RunFolder
 
@@ -37,6 +38,11 @@ FINAL = "final"  # the Tune experiment folder of the final stage
 FINAL_SEED_OFFSET = 1_000_000
 FINAL_SEED_STRIDE = 1_000  # a different search.seed gives a different block of final seeds
 NAME_PATTERN = re.compile(r"^final-(?P<strategy>.+)-c(?P<candidate>\d+)-s(?P<seed_index>\d+)$")
+
+
+class FinalStageInterrupted(KeyboardInterrupt):
+    """Tune stopped the final stage before every final trial ended (Ctrl-C): it is not marked finished, and
+    `--resume` restores it (finished trials kept, the others continued from their checkpoints)."""
 
 
 @dataclass(frozen=True)
@@ -216,8 +222,21 @@ def run_final_stage(spec: SearchSpec, run: RunFolder, best_configs: dict[str, li
             tuner = build_final_tuner(spec, run, configs, verbose)
         with driver_env(tune_env(pending=len(configs))):
             tuner.fit()
+        rows = load_trials(path)
+        missing = unfinished(rows, [str(c[TRIAL_NAME]) for c in configs])
+        if missing:  # Tune stopped on a Ctrl-C: not finished, so a --resume continues the stage
+            raise FinalStageInterrupted(f"final trials not finished: {', '.join(missing)}")
         run.mark_finished(FINAL)
-    return records_from_rows(load_trials(path), spec, run.objective["mode"])
+    else:
+        rows = load_trials(path)
+    return records_from_rows(rows, spec, run.objective["mode"])
+
+
+def unfinished(rows: list[dict[str, Any]], expected: list[str]) -> list[str]:
+    """The expected final trials that have not ended (never started, or running/pending/paused when Tune
+    stopped); a trial that ended in an error after its retries has ended."""
+    ended = {str(row["config"].get(TRIAL_NAME)) for row in rows if row["status"] not in UNFINISHED}
+    return [name for name in expected if name not in ended]
 
 
 def _trainable(spec: SearchSpec) -> Any:  # a Ray trainable (tune.with_resources), as make_trainable gives
