@@ -29,6 +29,7 @@ from typing import Any
 from tune_mtl.core.errors import UserError
 from tune_mtl.core.keys import SCORE
 from tune_mtl.search.experiment import EXPERIMENT
+from tune_mtl.search.final_stage import FinalStageInterrupted
 from tune_mtl.search.plan import (
     CATEGORICAL,
     budgets,
@@ -45,7 +46,6 @@ from tune_mtl.search.spec import SearchSpec
 from tune_mtl.storage.run_folder import RunFolder, is_url, new_run, open_run
 
 SPEC_FILE = "search_space.yaml"
-UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -99,10 +99,10 @@ def make_searcher(spec: SearchSpec, run: RunFolder, storage: Any, concurrency: i
     return StudySearcher(setups, storage, Objectives(keys, modes, names), run.experiment(EXPERIMENT), run.name)
 
 
-def set_aside(run: RunFolder) -> None:
+def set_aside(run: RunFolder, experiment: str = EXPERIMENT) -> None:
     """An experiment folder Tune cannot restore (killed before its first snapshot) is moved away, so that
     its half-written trials are not counted with the fresh ones."""
-    folder = Path(run.experiment(EXPERIMENT))
+    folder = Path(run.experiment(experiment))
     if not is_url(run.tune_storage) and folder.exists():
         shutil.move(str(folder), f"{folder}.aborted-{int(time.time())}")
 
@@ -224,13 +224,21 @@ def run_experiment(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna
     summary["notes"] = notes
     if stopped_early(summary, total):
         write_summary(summary, run)
-        raise SearchInterrupted(f"the search stopped before its end; continue it with: "
-                                f"launch.py search --resume {run.path}")
-    verdict = final_evaluation(spec, run, rows, options.verbose)
+        raise resumable(run)
+    try:
+        verdict = final_evaluation(spec, run, rows, options.verbose)
+    except FinalStageInterrupted:
+        write_summary(summary, run)  # the search's summary; the verdict comes when the final stage ends
+        raise resumable(run) from None
     if verdict:
         summary["verdict"] = verdict
     write_summary(summary, run)
     return summary
+
+
+def resumable(run: RunFolder) -> SearchInterrupted:
+    return SearchInterrupted(f"the search stopped before its end; continue it with: "
+                             f"launch.py search --resume {run.path}")
 
 
 def final_evaluation(spec: SearchSpec, run: RunFolder, rows: list[dict[str, Any]],
@@ -238,8 +246,10 @@ def final_evaluation(spec: SearchSpec, run: RunFolder, rows: list[dict[str, Any]
     """After the search (its trials: `rows`): each strategy's best configuration(s) re-trained over fresh, shared
     seeds, scored on the test split at the validation-selected epoch (search/final_stage.py); the verdict, or
     None when `search.final.seeds` is 0 or the search is multi-objective (its Pareto front is the answer)."""
+    from ray import tune
+
     from tune_mtl.search import experiment as exp
-    from tune_mtl.search.final_stage import FinalOptions, run_final_stage, top_configs, verdict_for_run
+    from tune_mtl.search.final_stage import FINAL, FinalOptions, run_final_stage, top_configs, verdict_for_run
     from tune_mtl.search.progress import tune_output_env
 
     final = FinalOptions.from_spec(spec)
@@ -249,6 +259,8 @@ def final_evaluation(spec: SearchSpec, run: RunFolder, rows: list[dict[str, Any]
     if verbose:
         print(f"final stage: the best {final.top_k} configuration(s) of {len(best)} strategies x {final.seeds} "
               "fresh seeds, scored on the test split at the validation-selected epoch", flush=True)
+    if FINAL not in run.finished and not tune.Tuner.can_restore(run.experiment(FINAL)):
+        set_aside(run, FINAL)  # killed before the final stage's first snapshot: start it afresh
     with exp.driver_env(tune_output_env(verbose)), exp.quiet_tune():
         run_final_stage(spec, run, best, final, verbose)
     return verdict_for_run(spec, run, rows)
