@@ -233,7 +233,22 @@ def run_experiment(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna
     if verdict:
         summary["verdict"] = verdict
     write_summary(summary, run)
+    if verdict:  # last, once the summary files hold it: a failure to log is a warning (search/verdict_wandb.py)
+        log_verdict(spec, run, verdict)
     return summary
+
+
+def log_verdict(spec: SearchSpec, run: RunFolder, verdict: dict[str, Any]) -> None:
+    """The verdict's own W&B run, beside the trials' runs (search/verdict_wandb.py)."""
+    from dataclasses import asdict
+
+    from tune_mtl.search.final_stage import FinalOptions
+    from tune_mtl.search.verdict_wandb import log_verdict as log_to_wandb
+
+    objective = run.objective
+    config = {"objective": objective, "final": asdict(FinalOptions.from_spec(spec)),
+              "num_samples": spec.search["num_samples"], "seed": spec.search["seed"]}
+    log_to_wandb(run, verdict, f"test {objective['metric']} of {objective['task']}", config)
 
 
 def resumable(run: RunFolder) -> SearchInterrupted:
