@@ -1,6 +1,6 @@
 """Entry point: `python launch.py ...` is `python -m tune_mtl ...` (see `python launch.py --help`)."""
 
-from tune_mtl.cli import main
+from tune_mtl.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -1,3 +1,3 @@
-from tune_mtl.cli import main
+from tune_mtl.cli import run
 
-raise SystemExit(main())
+run()

@@ -146,8 +146,12 @@ def check_client_server(target: Target) -> None:
 
 
 # -- connecting ---------------------------------------------------------------------------------------------
+_connected_here = False  # whether `connect` (not a caller, e.g. a test's shared Ray) made this process's Ray
+
+
 def connect(address: str | None) -> None:
     """Connect this process to Ray: a new local instance without an address, else the given cluster."""
+    global _connected_here
     import ray
 
     target = resolve(address)
@@ -169,6 +173,20 @@ def connect(address: str | None) -> None:
     except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, AuthenticationError...
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise UserError(f"cannot connect to the Ray cluster at '{target.address}' ({target.said}): {first}") from None
+    _connected_here = True
+
+
+def disconnect() -> None:
+    """Stop the local Ray instance `connect` started (or leave the cluster it joined), now rather than at
+    interpreter exit: Ray's exit hook sleeps 0.5 s first, and the search is over once its results are written.
+    A Ray this module did not start (a caller's, e.g. a test's shared instance) is left running."""
+    global _connected_here
+    if not _connected_here:
+        return
+    import ray
+
+    _connected_here = False
+    ray.shutdown()
 
 
 def alive_nodes() -> list[dict[str, Any]]:
