@@ -247,8 +247,8 @@ def test_declared_tasks_match_the_built_data_set():
         options = {"num_tasks": 3, "input_dim": 4, "num_samples": 20}
         built = data.build(name, options, seed=0).tasks
         declared = data.declared_tasks(name, options)
-        assert [(t.name, t.primary, t.make_metric().names) for t in declared] == \
-               [(t.name, t.primary, t.make_metric().names) for t in built]
+        assert [(t.name, t.kind, t.out_dim, t.primary, t.metric_names) for t in declared] == \
+               [(t.name, t.kind, t.out_dim, t.primary, t.metric_names) for t in built]
 
 
 def test_the_driver_resolves_the_objective_without_building_the_data(tmp_path, monkeypatch):

@@ -1,12 +1,28 @@
 """Per-task metric accumulators. Each task declares one `primary` metric (what a search can optimise) and
-whether higher is better. Accumulators sum over batches so the result is exact for the whole split."""
+whether higher is better. Accumulators sum over batches so the result is exact for the whole split.
+
+Each accumulator's metric names and directions are its `MetricFamily` (`core/metric_names.py`, no torch):
+the search driver validates against the families, trials compute with these classes.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import torch
 from torch import Tensor
+
+from tune_mtl.core.metric_names import (
+    BINARY,
+    CLASSIFICATION,
+    DEPTH,
+    NORMAL,
+    REGRESSION,
+    SEGMENTATION,
+    MetricFamily,
+)
+from tune_mtl.core.metric_names import MetricDirection as MetricDirection  # noqa: F401 (tasks built with torch)
 
 
 class Metric:
@@ -16,7 +32,7 @@ class Metric:
     optimise, or take Delta_m% over, a metric whose direction its class declares (`direction`)."""
 
     names: tuple[str, ...] = ()
-    higher_is_better: dict[str, bool] = {}
+    higher_is_better: Mapping[str, bool] = {}
 
     def direction(self, name: str) -> bool | None:
         """True: larger is better; False: smaller is better; None: undeclared."""
@@ -30,8 +46,8 @@ class Metric:
 
 
 class RegressionMetric(Metric):
-    names = ("mse", "mae")
-    higher_is_better = {"mse": False, "mae": False}
+    names = REGRESSION.names
+    higher_is_better = REGRESSION.higher_is_better
 
     def __init__(self) -> None:
         self.sq = self.abs = 0.0
@@ -51,11 +67,11 @@ class RegressionMetric(Metric):
 class ClassificationMetric(Metric):
     """Multi-class accuracy; with `binary_f1`, also F1 of class 1 (for imbalanced one-vs-rest tasks)."""
 
-    higher_is_better = {"accuracy": True, "f1": True}
+    higher_is_better = BINARY.higher_is_better
 
     def __init__(self, binary_f1: bool = False) -> None:
         self.binary_f1 = binary_f1
-        self.names = ("accuracy", "f1") if binary_f1 else ("accuracy",)
+        self.names = (BINARY if binary_f1 else CLASSIFICATION).names
         self.correct = self.n = 0
         self.tp = self.fp = self.fn = 0
 
@@ -75,16 +91,6 @@ class ClassificationMetric(Metric):
             denom = 2 * self.tp + self.fp + self.fn
             out["f1"] = 2 * self.tp / denom if denom else 0.0
         return out
-
-
-@dataclass(frozen=True)
-class MetricDirection:
-    name: str
-    higher_is_better: bool
-
-    @property
-    def mode(self) -> str:
-        return "max" if self.higher_is_better else "min"
 
 
 def mean_over_batch(values: Tensor) -> Tensor:
@@ -145,8 +151,8 @@ class SegmentationMetric(Metric):
     mIoU averages the IoU of the classes present in the ground truth or the prediction; a class absent from
     both has no defined IoU and is left out (LibMTL's nanmean)."""
 
-    names = ("miou", "pixel_accuracy")
-    higher_is_better = {"miou": True, "pixel_accuracy": True}
+    names = SEGMENTATION.names
+    higher_is_better = SEGMENTATION.higher_is_better
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -174,8 +180,8 @@ class SegmentationMetric(Metric):
 class DepthMetric(Metric):
     """Absolute and relative error over the valid (non-zero) ground-truth pixels of the split."""
 
-    names = ("abs_err", "rel_err")
-    higher_is_better = {"abs_err": False, "rel_err": False}
+    names = DEPTH.names
+    higher_is_better = DEPTH.higher_is_better
 
     def __init__(self) -> None:
         self.abs = self.rel = 0.0
@@ -204,9 +210,8 @@ class NormalMetric(Metric):
     go into a histogram of 0.001-degree bins (a full NYUv2 split would hold ~70M floats otherwise).
     """
 
-    names = ("mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30")
-    higher_is_better = {"mean_angle": False, "median_angle": False, "within_11.25": True, "within_22.5": True,
-                        "within_30": True}
+    names = NORMAL.names
+    higher_is_better = NORMAL.higher_is_better
     THRESHOLDS = (11.25, 22.5, 30.0)
     BIN = 1e-3
 
@@ -264,3 +269,17 @@ class NormalMetric(Metric):
         for threshold, count in zip(self.THRESHOLDS, self.within, strict=True):
             out[f"within_{threshold:g}"] = count / n
         return out
+
+
+def metric_factory(family: MetricFamily, out_dim: int) -> Callable[[], Metric]:
+    """The accumulator of a declared task's metric family (`out_dim`: a segmentation task's class count)."""
+    factories: dict[str, Callable[[], Metric]] = {
+        REGRESSION.key: RegressionMetric,
+        CLASSIFICATION.key: ClassificationMetric,
+        BINARY.key: partial(ClassificationMetric, binary_f1=True),
+        SEGMENTATION.key: partial(SegmentationMetric, out_dim),
+        DEPTH.key: DepthMetric,
+        NORMAL.key: NormalMetric,
+    }
+    return factories[family.key]
+

@@ -1,156 +1,139 @@
-"""Data set registry: `@register("name")` on a builder `(options: dict, seed: int) -> DataBundle`.
+"""Data set registry, read from the declarations (`data/declarations/<family>.py`): names, aliases, options,
+default model and the declared tasks, without torch, so that the search driver (a cluster's head node, which may
+hold neither the data files nor torch) checks task and metric names without building anything. `build` imports
+a data set's builder on demand (inside trials); `prepare` imports its preparation (`launch.py prepare`).
 
-Every module in this package is imported on first use, so adding a data set is adding one module.
-
-Each entry also declares its tasks cheaply (`tasks=`: options -> `Task`s, no file read), so that the search
-driver (a cluster's head node, which may not hold the data) checks task and metric names without building
-the data set: only trials build it.
+Adding a data set: its declaration in `declarations/<family>.py` and its builder in `<family>.py`
+(CONTRIBUTING.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tune_mtl.core.errors import unknown_name
+from tune_mtl.core.errors import UserError, unknown_name
 from tune_mtl.core.options import Field, check_options
 from tune_mtl.core.registry import import_submodules
-from tune_mtl.data.base import DataBundle, Task, TensorSplit, make_loader
+from tune_mtl.data.declaration import DataSetDeclaration, TaskDeclaration
 
-Builder = Callable[[dict[str, Any], int], DataBundle]
-TaskDeclaration = Callable[[dict[str, Any]], list[Task]]
-_BUILDERS: dict[str, Builder] = {}
-_DESCRIPTIONS: dict[str, str] = {}
-_OPTIONS: dict[str, dict[str, Field]] = {}
-_PREPARE: dict[str, Callable[[str, bool], str]] = {}
-_DEFAULT_MODEL: dict[str, str] = {}
+if TYPE_CHECKING:  # the built side imports torch: `build` loads it; the names stay importable from here
+    from tune_mtl.data.base import DataBundle, Task, TensorSplit, make_loader
+
+_DECLARATIONS: dict[str, DataSetDeclaration] = {}
 _ALIASES: dict[str, str] = {}
-_TASKS: dict[str, TaskDeclaration] = {}
-_discovered = False
+_RUNTIME = {"DataBundle", "Task", "TensorSplit", "make_loader"}  # re-exported from data.base, lazily
 
 
-def register(
-    name: str,
-    options: dict[str, Field],
-    description: str = "",
-    prepare: Callable[[str, bool], str] | None = None,
-    default_model: str | None = None,
-    aliases: tuple[str, ...] = (),
-    tasks: TaskDeclaration | None = None,
-) -> Callable[[Builder], Builder]:
-    """`options` declares the data set's keys (type, default, valid range) so configs are checked up front.
+def __getattr__(name: str) -> Any:
+    """`tune_mtl.data.DataBundle` etc. import torch only when someone asks for them."""
+    if name in _RUNTIME:
+        from tune_mtl.data import base
 
-    `default_model` names the model a search uses when the config names none (it must match the bundle's).
-    `prepare(root, download) -> message` fetches what can be fetched (torchvision, with `download`) or
-    explains which archive to get, then checks the layout under `root` (raising `UserError` if incomplete).
-    `tasks(options) -> [Task]` declares the tasks (names, metrics, primary metric and direction) from the
-    options alone, without reading any file; the builder's bundle must hold the same names.
-    """
-
-    def wrap(fn: Builder) -> Builder:
-        _BUILDERS[name] = fn
-        _OPTIONS[name] = options
-        if prepare is not None:
-            _PREPARE[name] = prepare
-        if default_model is not None:
-            _DEFAULT_MODEL[name] = default_model
-        if tasks is not None:
-            _TASKS[name] = tasks
-        for alias in aliases:  # the names the seed code bases use (Toy_reg, Cityscape, ...)
-            _ALIASES[_normal(alias)] = name
-        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
-        return fn
-
-    return wrap
-
-
-def _discover() -> None:
-    global _discovered
-    if not _discovered:
-        import_submodules(__name__, __path__, skip={"base"})
-        _discovered = True
-
-
-def names() -> list[str]:
-    _discover()
-    return sorted(_BUILDERS)
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _normal(name: str) -> str:
     return str(name).strip().lower().replace("-", "_")
 
 
+def _load_declarations() -> None:
+    if _DECLARATIONS:
+        return
+    from tune_mtl.data import declarations
+
+    table: dict[str, DataSetDeclaration] = {}
+    aliases: dict[str, str] = {}
+    for module in import_submodules(declarations.__name__, declarations.__path__):
+        for declaration in module.DECLARATIONS:
+            if declaration.name in table or _normal(declaration.name) != declaration.name:
+                raise RuntimeError(f"data set '{declaration.name}' is declared twice or not in canonical form")
+            table[declaration.name] = declaration
+            for alias in declaration.aliases:
+                if aliases.setdefault(_normal(alias), declaration.name) != declaration.name:
+                    raise RuntimeError(f"data set alias '{alias}' names two data sets")
+    _ALIASES.update(aliases)
+    _DECLARATIONS.update(table)  # last: a concurrent reader sees all of it or nothing
+
+
+def names() -> list[str]:
+    _load_declarations()
+    return sorted(_DECLARATIONS)
+
+
 def resolve(name: str) -> str:
-    _discover()
+    _load_declarations()
     key = _normal(name)
     key = _ALIASES.get(key, key)
-    if key not in _BUILDERS:
-        raise unknown_name("data set", str(name), _BUILDERS)
+    if key not in _DECLARATIONS:
+        raise unknown_name("data set", str(name), _DECLARATIONS)
     return key
 
 
-def default_model(name: str) -> str:
-    from tune_mtl.core.errors import UserError
+def declaration(name: str) -> DataSetDeclaration:
+    return _DECLARATIONS[resolve(name)]
 
-    key = resolve(name)
-    if key not in _DEFAULT_MODEL:
-        raise UserError(f"data set '{key}' has no default model; name one under 'model.name'")
-    return _DEFAULT_MODEL[key]
+
+def default_model(name: str) -> str:
+    declared = declaration(name)
+    if declared.default_model is None:
+        raise UserError(f"data set '{declared.name}' has no default model; name one under 'model.name'")
+    return declared.default_model
 
 
 def options(name: str) -> dict[str, Field]:
-    return _OPTIONS[resolve(name)]
+    return declaration(name).options
 
 
 def build(name: str, options: dict[str, Any] | None = None, seed: int = 0) -> DataBundle:
     """Build a data set; `options` are checked against its declared fields and defaults filled in."""
-    key = resolve(name)
-    return _BUILDERS[key](check_options(f"dataset.{key}", options, _OPTIONS[key]), seed)
+    declared = declaration(name)
+    bundle: DataBundle = declared.load_builder()(check_options(f"dataset.{declared.name}", options,
+                                                               declared.options), seed)
+    return bundle
 
 
-def declared_tasks(name: str, options: dict[str, Any] | None = None) -> list[Task]:
+def declared_tasks(name: str, options: dict[str, Any] | None = None) -> list[TaskDeclaration]:
     """The tasks a data set declares for `options` (checked and defaults filled in), without building it."""
-    from tune_mtl.core.errors import UserError
-
-    key = resolve(name)
-    if key not in _TASKS:
-        raise UserError(f"data set '{key}' declares no tasks (register it with tasks=...)")
-    return _TASKS[key](check_options(f"dataset.{key}", options, _OPTIONS[key]))
+    declared = declaration(name)
+    return declared.tasks(check_options(f"dataset.{declared.name}", options, declared.options))
 
 
 def prepare(name: str, root: str, download: bool) -> str:
-    key = resolve(name)
-    if key not in _PREPARE:
-        return f"data set '{key}' needs no preparation"
-    return _PREPARE[key](root, download)
+    declared = declaration(name)
+    prepare_files = declared.load_prepare()
+    if prepare_files is None:
+        return f"data set '{declared.name}' needs no preparation"
+    return prepare_files(root, download)
 
 
 def catalogue() -> list[dict[str, Any]]:
-    _discover()
+    _load_declarations()
     return [
         {
             "name": n,
-            "description": _DESCRIPTIONS[n],
+            "description": declared.description,
             "options": {
-                k: {"type": f.kind.__name__, "default": f.default, "help": f.help} for k, f in _OPTIONS[n].items()
+                k: {"type": f.kind.__name__, "default": f.default, "help": f.help} for k, f in declared.options.items()
             },
         }
-        for n in sorted(_BUILDERS)
+        for n, declared in sorted(_DECLARATIONS.items())
     ]
 
 
 __all__ = [
     "DataBundle",
     "Task",
+    "TaskDeclaration",
     "TensorSplit",
     "build",
     "catalogue",
+    "declaration",
     "declared_tasks",
     "default_model",
     "make_loader",
     "names",
     "options",
     "prepare",
-    "register",
     "resolve",
 ]

@@ -1,4 +1,9 @@
-"""What every data set provides: three splits, one `Task` per task (main task first), a default model."""
+"""What every data set provides: three splits, one `Task` per task (main task first), a default model.
+
+A runtime `Task` adds what training needs (the per-sample loss, the metric accumulator) to the task a data set
+declares (`data.declaration.TaskDeclaration`, torch-free): builders make theirs with `Task.from_declaration`,
+so the tasks a trial trains are the ones the search driver validated.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from tune_mtl.core.metrics import Metric, MetricDirection
+from tune_mtl.core.metrics import (
+    Metric,
+    MetricDirection,
+    metric_factory,
+    per_sample_cross_entropy,
+    per_sample_depth_l1,
+    per_sample_mse,
+    per_sample_normal_cosine,
+    per_sample_segmentation_cross_entropy,
+)
+from tune_mtl.data.declaration import TaskDeclaration
 
 Batch = tuple[Tensor, tuple[Tensor, ...]]
 # A split yields one (input, per-task targets) pair per index; `TensorSplit` also accepts index tensors.
@@ -27,6 +42,34 @@ class Task:
     loss: Callable[[Tensor, Tensor], Tensor]  # (pred, target) -> per-sample loss [B]
     make_metric: Callable[[], Metric]
     primary: MetricDirection  # the metric a search optimises when this task is the objective
+
+    @classmethod
+    def from_declaration(cls, declared: TaskDeclaration) -> Task:
+        """The declared task with the loss of its kind and the accumulator of its metric family."""
+        return cls(declared.name, declared.kind, declared.out_dim, LOSSES[declared.kind],
+                   metric_factory(declared.metrics, declared.out_dim), declared.primary)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return self.make_metric().names
+
+    def metric_direction(self, metric: str) -> bool | None:
+        return self.make_metric().direction(metric)
+
+
+# The per-sample loss [B] of each task kind (data.declaration.KINDS).
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "regression": per_sample_mse,
+    "classification": per_sample_cross_entropy,
+    "binary": per_sample_cross_entropy,
+    "segmentation": per_sample_segmentation_cross_entropy,
+    "depth": per_sample_depth_l1,
+    "normal": per_sample_normal_cosine,
+}
+
+
+def runtime_tasks(declared: list[TaskDeclaration]) -> list[Task]:
+    return [Task.from_declaration(task) for task in declared]
 
 
 @dataclass

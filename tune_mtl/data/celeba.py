@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,17 +32,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tune_mtl.core.errors import UserError, unknown_name
-from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
-from tune_mtl.core.options import Field
-from tune_mtl.data import register
-from tune_mtl.data.base import Batch, DataBundle, Task, prepare_hint, require_files
+from tune_mtl.core.errors import UserError
+from tune_mtl.data.base import Batch, DataBundle, prepare_hint, require_files, runtime_tasks
 from tune_mtl.data.cifar10 import ImageSplit
+from tune_mtl.data.declarations.celeba import ATTRIBUTES as ATTRIBUTES  # the file header's names; tests read it
+from tune_mtl.data.declarations.celeba import NAME, declare_tasks, task_order
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-NAME = "celeba"
 FOLDER = "celeba"
 IMAGES = f"{FOLDER}/img_align_celeba"
 TEXT_FILES = [
@@ -55,31 +52,8 @@ TEXT_FILES = [
 ]
 EXPECTED = [IMAGES] + [f"{FOLDER}/{name}" for name in TEXT_FILES]
 WHAT = f"torchvision's CelebA layout: {IMAGES}/*.jpg and {FOLDER}/{{{', '.join(TEXT_FILES)}}}"
-ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
-    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
-    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
-    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
-    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
-    "Wearing_Necklace", "Wearing_Necktie", "Young",
-)
 PARTITIONS = {"train": 0, "val": 1, "test": 2}
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-
-OPTIONS = {
-    "root": Field(str, "data/celeba", help="folder holding celeba/ (see `launch.py prepare celeba`)", path=True),
-    "download": Field(bool, False, help="let torchvision download CelebA (Google Drive, needs gdown) into root"),
-    "attributes": Field(object, "all", help="'all' or a list of attribute names (comma-separated string too)"),
-    "main": Field(str, None, help="main attribute (or 'identity'), moved to task 0; default: the first attribute"),
-    "identity": Field(bool, False, help="add the identity classification task (auxiliary only)"),
-    "image_size": Field(int, 64, low=8, high=512, help="side of the square input images"),
-    "max_train": Field(int, 0, low=0, help="keep at most this many official training images (0: all)"),
-    "max_val": Field(int, 0, low=0, help="keep at most this many official validation images (0: all)"),
-    "max_test": Field(int, 0, low=0, help="keep at most this many official test images (0: all)"),
-    "in_memory": Field(bool, False, help="decode the chosen images once into memory (and onto the GPU)"),
-    "data_seed": Field(int, 0, low=0, help="seed of the max_* subsets (fixed across trials)"),
-}
-
 
 # torchvision's CelebA reader (torchvision ships no type information). Read here: attr [N, 40], attr_names,
 # identity [N, 1], filename, root, _load_csv, and item i -> (image, target).
@@ -133,39 +107,6 @@ class CelebASplit(Dataset[Batch]):
     def __getitem__(self, i: int) -> Batch:
         x = (self.image(i).float() / 255.0 - self.mean) / self.std
         return x, tuple(t[i] for t in self.targets)
-
-
-def parse_attributes(value: Any) -> list[str]:
-    if isinstance(value, str):
-        if value.strip().lower() == "all":
-            return list(ATTRIBUTES)
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
-        raise UserError(f"'dataset.{NAME}.attributes' must be 'all' or a list of attribute names, got {value!r}")
-    names = []
-    for name in value:
-        if name not in ATTRIBUTES:
-            raise unknown_name(f"CelebA attribute (dataset.{NAME}.attributes)", name, ATTRIBUTES)
-        if name not in names:
-            names.append(name)
-    return names
-
-
-def task_order(options: dict[str, Any]) -> list[str]:
-    """Task names, main first: attributes, then 'identity' when asked."""
-    names = parse_attributes(options["attributes"])
-    if options["identity"]:
-        names.append("identity")
-    main = options["main"]
-    if main is not None:
-        if main not in ATTRIBUTES and main != "identity":
-            raise unknown_name(f"CelebA main task (dataset.{NAME}.main)", main, ATTRIBUTES + ("identity",))
-        if main == "identity" and not options["identity"]:
-            raise UserError(
-                f"'dataset.{NAME}.main' is 'identity' but 'dataset.{NAME}.identity' is false; set it to true"
-            )
-        names = [main] + [n for n in names if n != main]
-    return names
 
 
 def check_layout(root: str | None) -> Path:
@@ -245,22 +186,8 @@ def subset(partition: Tensor, part: int, limit: int, generator: torch.Generator)
     return idx
 
 
-def declare_tasks(options: dict[str, Any]) -> list[Task]:
-    """The attributes (binary, accuracy), main first, and 'identity' when asked; identity's class count comes
-    from the files (0 here: only the builder reads them)."""
-    accuracy = MetricDirection("accuracy", True)
-    binary_metric = partial(ClassificationMetric, binary_f1=True)
-    return [
-        Task("identity", "classification", 0, per_sample_cross_entropy, ClassificationMetric, accuracy)
-        if name == "identity"
-        else Task(name, "binary", 2, per_sample_cross_entropy, binary_metric, accuracy)
-        for name in task_order(options)
-    ]
-
-
-@register(NAME, OPTIONS, prepare=prepare, default_model="resnet18", aliases=('celeb_a',), tasks=declare_tasks)
 def celeba(options: dict[str, Any], seed: int) -> DataBundle:
-    """CelebA faces: 40 binary attributes (main attribute first), optional identity task; official splits."""
+    """Builds `celeba` (declared in data/declarations/celeba.py) from the files under `root`."""
     names = task_order(options)
     if options["download"]:
         prepare(options["root"], download=True)
@@ -296,7 +223,7 @@ def celeba(options: dict[str, Any], seed: int) -> DataBundle:
         images = torch.stack([lazy.image(i) for i in range(len(lazy))])
         return ImageSplit(images, lazy.targets, MEAN, STD)
 
-    tasks = [replace(t, out_dim=n_ids) if t.name == "identity" else t for t in declare_tasks(options)]
+    tasks = runtime_tasks([replace(t, out_dim=n_ids) if t.name == "identity" else t for t in declare_tasks(options)])
     size = options["image_size"]
     return DataBundle(
         name=NAME,

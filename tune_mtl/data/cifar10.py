@@ -20,7 +20,6 @@ imbalanced (predicting "negative" everywhere already scores 90 % accuracy).
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,34 +28,14 @@ import torch
 from torch import Tensor
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
-from tune_mtl.core.options import Field
-from tune_mtl.data import register
-from tune_mtl.data.base import Batch, DataBundle, Task, TensorSplit, require_files, split_indices
+from tune_mtl.data.base import Batch, DataBundle, TensorSplit, require_files, runtime_tasks, split_indices
+from tune_mtl.data.declarations.cifar10 import CLASSES, NAME, declare_tasks
 
-NAME = "cifar10"
 FOLDER = "cifar-10-batches-py"
 FILES = [f"{FOLDER}/data_batch_{i}" for i in range(1, 6)] + [f"{FOLDER}/test_batch", f"{FOLDER}/batches.meta"]
 WHAT = f"torchvision's CIFAR-10 python batches {FOLDER}/data_batch_1..5, test_batch, batches.meta"
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
-
-OPTIONS = {
-    "root": Field(
-        str, "data/cifar10", help="folder holding cifar-10-batches-py (see `launch.py prepare cifar10`)", path=True
-    ),
-    "download": Field(bool, False, help="let torchvision download CIFAR-10 into root if it is missing"),
-    "train_size": Field(int, 45000, low=1, help="training images (from the training batches)"),
-    "val_size": Field(int, 5000, low=1, help="validation images (from the training batches, disjoint)"),
-    "test_size": Field(int, 10000, low=1, help="test images (from test_batch)"),
-    "noise": Field(float, 0.0, low=0.0, high=1.0, help="fraction of training labels corrupted per noisy task"),
-    "noise_kind": Field(str, "uniform", choices=("uniform", "background"),
-                        help="uniform: flip 0<->1; background: set to the negative class"),
-    "noise_tasks": Field(str, "main", choices=("main", "all"), help="corrupt the main task only or all tasks"),
-    "data_seed": Field(int, 0, low=0, help="seed of the split and of the noise (fixed across trials)"),
-}
-
 
 class ImageSplit(TensorSplit):
     """uint8 images [N, C, H, W] kept as bytes (4x less memory, also on the GPU); each batch is converted to
@@ -96,14 +75,6 @@ def corrupt(
 def one_vs_rest(classes: Tensor) -> Tensor:
     """class ids [N] -> binary labels [10, N] (row t: class == t)."""
     return (classes.unsqueeze(0) == torch.arange(10).unsqueeze(1)).long()
-
-
-def binary_tasks(names: list[str], primary: str) -> list[Task]:
-    return [
-        Task(name, "binary", 2, per_sample_cross_entropy, partial(ClassificationMetric, binary_f1=True),
-             MetricDirection(primary, True))
-        for name in names
-    ]
 
 
 class CifarImages(Protocol):
@@ -172,13 +143,8 @@ def take(dataset: CifarImages, idx: Tensor) -> tuple[Tensor, Tensor]:
     return images, torch.as_tensor(dataset.targets)[idx]
 
 
-def declare_tasks(options: dict[str, Any]) -> list[Task]:
-    return binary_tasks(list(CLASSES), "f1")
-
-
-@register(NAME, OPTIONS, prepare=prepare, default_model="resnet18", aliases=('cifar_10',), tasks=declare_tasks)
 def cifar10(options: dict[str, Any], seed: int) -> DataBundle:
-    """CIFAR-10 as ten one-vs-rest binary tasks (airplane main), label-flip noise on the training split."""
+    """Builds `cifar10` (declared in data/declarations/cifar10.py) from the files under `root`."""
     if options["download"]:
         prepare(options["root"], download=True)
     base = check_layout(options["root"])
@@ -200,7 +166,7 @@ def cifar10(options: dict[str, Any], seed: int) -> DataBundle:
         train=split(x_train, y_train),
         val=split(x_val, one_vs_rest(c_val)),
         test=split(x_test, one_vs_rest(c_test)),
-        tasks=declare_tasks(options),
+        tasks=runtime_tasks(declare_tasks(options)),
         input_shape=(3, 32, 32),
         default_model="resnet18",
         info={"options": options, "noise_mask": noise_mask, "clean_train_targets": clean_train,

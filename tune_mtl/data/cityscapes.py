@@ -26,39 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.options import Field
-from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task
+from tune_mtl.data.base import DataBundle, runtime_tasks
+from tune_mtl.data.declarations.cityscapes import NAME, declare_tasks
 from tune_mtl.data.npy_dense import (
-    COMMON_OPTIONS,
     NpyDenseSplit,
     build_splits,
     check_layout,
-    depth_task,
     describe_layout,
     find_layout_root,
     input_shape_of,
     parse_scales,
     parse_size,
-    segmentation_task,
 )
 
-NAME = "cityscapes"
 ARCHIVE_URL = "https://www.dropbox.com/s/lg2ktu7o8hzwf99/cityscapes2.zip?dl=0"
 # Cityscapes trainId (road, sidewalk, building, wall, fence, pole, traffic light, traffic sign, vegetation,
 # terrain, sky, person, rider, car, truck, bus, train, motorcycle, bicycle) -> category id - 1
 # (flat, construction, object, nature, sky, human, vehicle); cityscapesScripts' labels.py.
 CATEGORY_OF_TRAIN_ID = (0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 5, 6, 6, 6, 6, 6, 6)
-
-OPTIONS = {
-    **COMMON_OPTIONS,
-    "root": Field(
-        str, None, help="folder with train/ and val/ in MTAN's preprocessed Cityscapes .npy layout", path=True
-    ),
-    "mode": Field(str, "fine", choices=("fine", "coarse"), help="fine: K-class labels; coarse: 7 categories"),
-    "classes": Field(int, None, choices=(7, 19), help="segmentation classes (fine: 19 or 7; coarse: 7)"),
-}
-
 
 def label_source(dataset_root: Path | None, mode: str, classes: int) -> tuple[str, tuple[int, ...] | None]:
     """(label folder to read, class-id lookup table or None) for `mode`/`classes`, given what is on disk."""
@@ -106,15 +91,8 @@ def prepare(root: str, download: bool) -> str:
     return f"cityscapes ready: {describe_layout(base, found)}"
 
 
-def declare_tasks(options: dict[str, Any]) -> list[Task]:
-    """Segmentation (main; 19 classes in fine mode unless `classes` says 7) and depth; reads no file."""
-    classes = options["classes"] or (19 if options["mode"] == "fine" else 7)
-    return [segmentation_task(classes), depth_task()]
-
-
-@register(NAME, OPTIONS, prepare=prepare, default_model="segnet", aliases=('cityscape',), tasks=declare_tasks)
 def cityscapes(options: dict[str, Any], seed: int) -> DataBundle:
-    """Cityscapes (MTAN .npy layout): segmentation with 19 or 7 classes (main), depth."""
+    """Builds `cityscapes` (declared in data/declarations/cityscapes.py) from MTAN's .npy files under `root`."""
     size = parse_size(NAME, options["image_size"])
     scales = parse_scales(NAME, options["scales"])
     root, classes, label_folder, label_map = _resolve(options["root"], options["mode"], options["classes"])
@@ -126,7 +104,7 @@ def cityscapes(options: dict[str, Any], seed: int) -> DataBundle:
         train=train,
         val=val,
         test=test,
-        tasks=[segmentation_task(classes), depth_task()],
+        tasks=runtime_tasks(declare_tasks(options)),
         input_shape=input_shape_of(base / "train", found["train"][0], size),
         default_model="segnet",
         info={"options": options, "root": str(base), "label_folder": label_folder, "classes": classes},

@@ -25,12 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
-from tune_mtl.core.options import Field
-from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, TensorSplit, require_files, split_indices
+from tune_mtl.data.base import DataBundle, TensorSplit, require_files, runtime_tasks, split_indices
+from tune_mtl.data.declarations.multi_mnist import NAME, declare_tasks
 
-NAME = "multi_mnist"
 RAW_FILES = [
     "MNIST/raw/train-images-idx3-ubyte",
     "MNIST/raw/train-labels-idx1-ubyte",
@@ -40,18 +37,6 @@ RAW_FILES = [
 WHAT = "torchvision's MNIST files MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"
 CANVAS, DIGIT, OFFSET, SIZE = 36, 28, 6, 28
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics, as in Sener & Koltun's loader
-
-OPTIONS = {
-    "root": Field(
-        str, "data/multi_mnist", help="folder holding MNIST/raw (see `launch.py prepare multi_mnist`)", path=True
-    ),
-    "download": Field(bool, False, help="let torchvision download MNIST into root if it is missing"),
-    "train_size": Field(int, 50000, low=1, help="training images (from MNIST train)"),
-    "val_size": Field(int, 10000, low=1, help="validation images (from MNIST train, disjoint from training)"),
-    "test_size": Field(int, 10000, low=1, help="test images (from MNIST test)"),
-    "data_seed": Field(int, 0, low=0, help="seed of the split and of the digit pairing (fixed across trials)"),
-}
-
 
 def compose(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """uint8 digits [N, 28, 28] x 2 -> float images [N, 1, 28, 28] in [0, 1]: overlay on 36x36, resize."""
@@ -144,17 +129,8 @@ def prepare(root: str, download: bool) -> str:
     return f"{NAME}: MNIST found under '{base}/MNIST/raw' ({len(train)} train, {len(test)} test digits)"
 
 
-def declare_tasks(options: dict[str, Any]) -> list[Task]:
-    """Left digit (main) and right digit, 10-way each."""
-    accuracy = MetricDirection("accuracy", True)
-    return [Task(name, "classification", 10, per_sample_cross_entropy, ClassificationMetric, accuracy)
-            for name in ("left", "right")]
-
-
-@register(NAME, OPTIONS, prepare=prepare, default_model="multilenet", aliases=('multimnist',),
-          tasks=declare_tasks)
 def multi_mnist(options: dict[str, Any], seed: int) -> DataBundle:
-    """Multi-MNIST: left digit (main) and right digit of two overlapping MNIST digits, 10-way each."""
+    """Builds `multi_mnist` (declared in data/declarations/multi_mnist.py) from the MNIST files under `root`."""
     if options["download"]:
         prepare(options["root"], download=True)
     base = check_layout(options["root"])
@@ -176,7 +152,7 @@ def multi_mnist(options: dict[str, Any], seed: int) -> DataBundle:
         train=tensor_split("train"),
         val=tensor_split("val"),
         test=tensor_split("test"),
-        tasks=declare_tasks(options),
+        tasks=runtime_tasks(declare_tasks(options)),
         input_shape=(1, SIZE, SIZE),
         default_model="multilenet",
         info={"options": options, "mean": MEAN, "std": STD, "pairs": pairs},  # pairs: MNIST indices (left, right)

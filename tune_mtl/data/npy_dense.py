@@ -22,7 +22,6 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,31 +32,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.metrics import (
-    DepthMetric,
-    MetricDirection,
-    NormalMetric,
-    SegmentationMetric,
-    per_sample_depth_l1,
-    per_sample_normal_cosine,
-    per_sample_segmentation_cross_entropy,
-)
-from tune_mtl.core.options import Field
-from tune_mtl.data.base import Batch, Task, prepare_hint, require_files
+from tune_mtl.data.base import Batch, prepare_hint, require_files
 
 MTAN_SCALES = (1.0, 1.2, 1.5)
-
-COMMON_OPTIONS = {
-    "root": Field(str, None, help="folder with train/ and val/ in the preprocessed MTAN .npy layout", path=True),
-    "augment": Field(bool, True, help="random scale-crop + horizontal flip on the training split (MTAN)"),
-    "scales": Field(list, None, help="scale factors of the random crop (default MTAN's [1.0, 1.2, 1.5])"),
-    "image_size": Field(list, None, help="[H, W] to resize every sample to (default: as stored)"),
-    "val_fraction": Field(float, 0.1, low=0.01, high=0.9, help="fraction of train/ held out for validation"),
-    "max_train_samples": Field(int, None, low=1, help="use at most this many training samples"),
-    "max_eval_samples": Field(int, None, low=1, help="use at most this many validation and test samples"),
-    "data_seed": Field(int, None, help="seed of the train/validation split (default: the trial seed)"),
-}
-
 
 def indices_of(folder: Path) -> list[int]:
     """Sorted integer stems of the `N.npy` files in `folder`."""
@@ -297,17 +274,3 @@ def build_splits(
 
 def describe_layout(base: Path, found: dict[str, list[int]]) -> str:
     return f"{len(found['train'])} training and {len(found['val'])} evaluation samples under '{base}'"
-
-
-# -- the dense tasks (also used by Oxford-IIIT Pet's segmentation) ---------------------------------------
-def segmentation_task(num_classes: int, name: str = "segmentation") -> Task:
-    return Task(name, "segmentation", num_classes, per_sample_segmentation_cross_entropy,
-                partial(SegmentationMetric, num_classes), MetricDirection("miou", True))
-
-
-def depth_task(name: str = "depth") -> Task:
-    return Task(name, "depth", 1, per_sample_depth_l1, DepthMetric, MetricDirection("abs_err", False))
-
-
-def normal_task(name: str = "normal") -> Task:
-    return Task(name, "normal", 3, per_sample_normal_cosine, NormalMetric, MetricDirection("mean_angle", False))

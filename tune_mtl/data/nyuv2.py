@@ -20,30 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task
+from tune_mtl.data.base import DataBundle, runtime_tasks
+from tune_mtl.data.declarations.nyuv2 import NAME, NUM_CLASSES, declare_tasks
 from tune_mtl.data.npy_dense import (
-    COMMON_OPTIONS,
     NpyDenseSplit,
     build_splits,
     check_layout,
-    depth_task,
     describe_layout,
     input_shape_of,
-    normal_task,
     parse_scales,
     parse_size,
-    segmentation_task,
 )
 
-NAME = "nyuv2"
-NUM_CLASSES = 13
 FOLDERS = ("image", "label", "depth", "normal")
 ARCHIVE_URL = "https://www.dropbox.com/s/p2nn02wijg7peiy/nyuv2.zip?dl=0"
 WHAT = "MTAN's preprocessed NYUv2: train/ and val/, each with image/ label/ depth/ normal/ folders of N.npy files"
-
-OPTIONS = dict(COMMON_OPTIONS)
-
 
 def prepare(root: str, download: bool) -> str:
     """NYUv2 cannot be fetched by a library call: explain the archive, then check what is under `root`."""
@@ -58,13 +49,8 @@ def prepare(root: str, download: bool) -> str:
     return f"nyuv2 ready: {describe_layout(base, found)}"
 
 
-def declare_tasks(options: dict[str, Any]) -> list[Task]:
-    return [segmentation_task(NUM_CLASSES), depth_task(), normal_task()]
-
-
-@register(NAME, OPTIONS, prepare=prepare, default_model="segnet", aliases=('nyu', 'nyu_v2'), tasks=declare_tasks)
 def nyuv2(options: dict[str, Any], seed: int) -> DataBundle:
-    """NYUv2 (MTAN .npy layout): 13-class segmentation (main), depth, surface normal."""
+    """Builds `nyuv2` (declared in data/declarations/nyuv2.py) from MTAN's .npy files under `root`."""
     size = parse_size(NAME, options["image_size"])
     scales = parse_scales(NAME, options["scales"])
     base, found = check_layout(NAME, options["root"], FOLDERS, WHAT)
@@ -75,7 +61,7 @@ def nyuv2(options: dict[str, Any], seed: int) -> DataBundle:
         train=train,
         val=val,
         test=test,
-        tasks=declare_tasks(options),
+        tasks=runtime_tasks(declare_tasks(options)),
         input_shape=input_shape_of(base / "train", found["train"][0], size),
         default_model="segnet",
         info={"options": options, "root": str(base)},

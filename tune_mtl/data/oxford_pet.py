@@ -27,15 +27,10 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.metrics import ClassificationMetric, MetricDirection, per_sample_cross_entropy
-from tune_mtl.core.options import Field
-from tune_mtl.data import register
-from tune_mtl.data.base import Batch, DataBundle, Task, prepare_hint, require_files
-from tune_mtl.data.npy_dense import segmentation_task, split_train_val
+from tune_mtl.data.base import Batch, DataBundle, prepare_hint, require_files, runtime_tasks
+from tune_mtl.data.declarations.oxford_pet import NAME, TRIMAP_CLASSES, declare_tasks
+from tune_mtl.data.npy_dense import split_train_val
 
-NAME = "oxford_pet"
-NUM_BREEDS = 37
-TRIMAP_CLASSES = 3
 FOLDER = "oxford-iiit-pet"
 EXPECTED = [
     f"{FOLDER}/images",
@@ -47,17 +42,6 @@ WHAT = (
     "torchvision's Oxford-IIIT Pet files: oxford-iiit-pet/images/*.jpg, oxford-iiit-pet/annotations/trimaps/*.png, "
     "trainval.txt and test.txt"
 )
-
-OPTIONS = {
-    "root": Field(str, None, help="folder holding oxford-iiit-pet/ (torchvision's OxfordIIITPet root)", path=True),
-    "image_size": Field(int, 128, low=8, high=1024, help="images and trimaps are resized to this square size"),
-    "augment": Field(bool, True, help="random horizontal flip of training images"),
-    "val_fraction": Field(float, 0.1, low=0.01, high=0.9, help="fraction of trainval held out for validation"),
-    "max_train_samples": Field(int, None, low=1, help="use at most this many training samples"),
-    "max_eval_samples": Field(int, None, low=1, help="use at most this many validation and test samples"),
-    "data_seed": Field(int, None, help="seed of the train/validation split (default: the trial seed)"),
-}
-
 
 def _torchvision_root(root: str | None) -> str | None:
     """Accept the oxford-iiit-pet folder itself as well as its parent (torchvision's root)."""
@@ -130,23 +114,8 @@ def prepare(root: str, download: bool) -> str:
     return f"oxford_pet ready under '{base}': {sizes['trainval']} trainval and {sizes['test']} test images"
 
 
-def declare_tasks(options: dict[str, Any]) -> list[Task]:
-    """Trimap segmentation (main) and 37-breed classification."""
-    return [segmentation_task(TRIMAP_CLASSES),
-            Task("breed", "classification", NUM_BREEDS, per_sample_cross_entropy, ClassificationMetric,
-                 MetricDirection("accuracy", True))]
-
-
-@register(
-    NAME,
-    OPTIONS,
-    prepare=prepare,
-    default_model="unet",
-    tasks=declare_tasks,
-    aliases=("oxford_pet_iii", "oxford_iiit_pet", "oxfordpet", "pet"),
-)
 def oxford_pet(options: dict[str, Any], seed: int) -> DataBundle:
-    """Oxford-IIIT Pet (torchvision files): 3-class trimap segmentation (main), 37-breed classification."""
+    """Builds `oxford_pet` (declared in data/declarations/oxford_pet.py) from torchvision's files under `root`."""
     base = str(check_files(options["root"]))
     target_types = ["segmentation", "category"]
     trainval = OxfordIIITPet(base, split="trainval", target_types=target_types)
@@ -164,7 +133,7 @@ def oxford_pet(options: dict[str, Any], seed: int) -> DataBundle:
         train=PetSplit(trainval, train_idx, size, options["augment"]),
         val=PetSplit(trainval, val_idx, size, False),
         test=PetSplit(test, test_idx, size, False),
-        tasks=declare_tasks(options),
+        tasks=runtime_tasks(declare_tasks(options)),
         input_shape=(3, size, size),
         default_model="unet",
         info={"options": options, "root": base},

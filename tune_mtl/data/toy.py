@@ -21,34 +21,11 @@ from typing import Any
 import torch
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.metrics import (
-    ClassificationMetric,
-    MetricDirection,
-    RegressionMetric,
-    per_sample_cross_entropy,
-    per_sample_mse,
-)
-from tune_mtl.core.options import Field
-from tune_mtl.data import register
-from tune_mtl.data.base import DataBundle, Task, TensorSplit
+from tune_mtl.data.base import DataBundle, TensorSplit, runtime_tasks
+from tune_mtl.data.declarations.toy import TASK_NOISE_STD, declare_tasks
 
 NOISE_CONSTANT = -0.5
 NOISE_STD = 0.2
-TASK_NOISE_VARIANCE = 3.5  # the seed's eps_t ~ N(0, 3.5) (variance, as in GradNorm's toy problem)
-TASK_NOISE_STD = TASK_NOISE_VARIANCE**0.5
-
-OPTIONS = {
-    "num_tasks": Field(int, 2, low=1, help="number of tasks (task 0 is the main task)"),
-    "input_dim": Field(int, 250, low=1, help="input dimension d"),
-    "num_samples": Field(int, 1000, low=10, help="points before the 60/20/20 split"),
-    "sigmas": Field(list, None, help="output scale per task (default 1.0 each)"),
-    "noise": Field(float, 0.0, low=0.0, high=1.0, help="fraction of training labels replaced"),
-    "noise_kind": Field(str, "constant", choices=("constant", "gaussian")),
-    "noise_tasks": Field(str, "main", choices=("main", "all")),
-    "data_seed": Field(int, None, help="seed of the generator (default: the trial seed)"),
-    "task_noise_std": Field(float, TASK_NOISE_STD, low=0.0,
-                            help="std of each task's generator noise eps_t (default sqrt(3.5): variance 3.5)"),
-}
 
 
 def generate(
@@ -86,15 +63,6 @@ def add_noise(
     return y, mask
 
 
-def declare_tasks(options: dict[str, Any], regression: bool) -> list[Task]:
-    """task0..task{T-1}: MSE regression or binary classification (accuracy)."""
-    if regression:
-        return [Task(f"task{t}", "regression", 1, per_sample_mse, RegressionMetric, MetricDirection("mse", False))
-                for t in range(options["num_tasks"])]
-    return [Task(f"task{t}", "classification", 2, per_sample_cross_entropy, ClassificationMetric,
-                 MetricDirection("accuracy", True)) for t in range(options["num_tasks"])]
-
-
 def _build(options: dict[str, Any], seed: int, regression: bool) -> DataBundle:
     name = "toy_regression" if regression else "toy_classification"
     opts = options
@@ -119,22 +87,18 @@ def _build(options: dict[str, Any], seed: int, regression: bool) -> DataBundle:
         train=split(x[:n_train], y_train),
         val=split(x[n_train : n_train + n_val], y[:, n_train : n_train + n_val]),
         test=split(x[n_train + n_val :], y[:, n_train + n_val :]),
-        tasks=declare_tasks(opts, regression),
+        tasks=runtime_tasks(declare_tasks(opts, regression)),
         input_shape=(opts["input_dim"],),
         default_model="mlp",
         info={"options": opts, "noise_mask": noise_mask},
     )
 
 
-@register("toy_regression", OPTIONS, default_model="mlp", aliases=("toy_reg", "toy"),
-          tasks=lambda options: declare_tasks(options, regression=True))
 def toy_regression(options: dict[str, Any], seed: int) -> DataBundle:
-    """Synthetic regression tasks |sigma_t tanh((B + eps_t) . x)| (SLGrad/GradNorm toy), label noise optional."""
+    """Builds `toy_regression` (declared in data/declarations/toy.py)."""
     return _build(options, seed, regression=True)
 
 
-@register("toy_classification", OPTIONS, default_model="mlp", aliases=("toy_cls", "toy_clf"),
-          tasks=lambda options: declare_tasks(options, regression=False))
 def toy_classification(options: dict[str, Any], seed: int) -> DataBundle:
-    """Synthetic binary tasks 1[(B + eps_t) . x > 0] on the same generator, label noise optional."""
+    """Builds `toy_classification` (declared in data/declarations/toy.py)."""
     return _build(options, seed, regression=False)

@@ -1,116 +1,79 @@
-"""Model registry: `@register("name")` on a builder `(bundle: DataBundle, options: dict) -> HPSModel`."""
+"""Model registry, read from the declarations (`models/declarations.py`): names, options and what strategies
+need to know, without torch, so the search driver validates a model without importing it. `build` imports the
+builder module on demand (inside trials).
+
+Adding a model family: its declaration in `declarations.py` and its builder in `<family>.py` (CONTRIBUTING.md).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tune_mtl.core.errors import UserError, unknown_name
+from tune_mtl.core.errors import unknown_name
 from tune_mtl.core.options import Field, check_options
-from tune_mtl.core.registry import import_submodules
-from tune_mtl.models.hps import HPSModel
+from tune_mtl.models.declaration import ModelDeclaration
 
-if TYPE_CHECKING:  # only for the annotations: data never needs models at import
+if TYPE_CHECKING:  # the built side imports torch: only `build` loads it
     from tune_mtl.data.base import DataBundle
+    from tune_mtl.models.hps import HPSModel
 
-ModelBuilder = Callable[["DataBundle", dict[str, Any]], HPSModel]
-
-_BUILDERS: dict[str, ModelBuilder] = {}
-_OPTIONS: dict[str, dict[str, Field]] = {}
-_SEQUENTIAL: set[str] = set()
-_SHARES: dict[str, Callable[[dict[str, Any]], bool]] = {}
-_discovered = False
+_DECLARATIONS: dict[str, ModelDeclaration] = {}
 
 
-def register(
-    name: str,
-    options: dict[str, Field],
-    sequential_encoder: bool = False,
-    shares_parameters: Callable[[dict[str, Any]], bool] | None = None,
-) -> Callable[[ModelBuilder], ModelBuilder]:
-    """`options` declares the model's searchable dimensions (type, default, valid range).
+def _load_declarations() -> None:
+    if _DECLARATIONS:
+        return
+    from tune_mtl.models.declarations import DECLARATIONS
 
-    What a strategy may need to know before the model is built (checked before a search starts):
-    `sequential_encoder` says the encoder is an `nn.Sequential` (Recon can split its layers);
-    `shares_parameters(options)` says whether these options leave the encoder any parameters (default: yes).
-    """
-
-    def wrap(fn: ModelBuilder) -> ModelBuilder:
-        _BUILDERS[name] = fn
-        _OPTIONS[name] = options
-        if sequential_encoder:
-            _SEQUENTIAL.add(name)
-        if shares_parameters is not None:
-            _SHARES[name] = shares_parameters
-        return fn
-
-    return wrap
+    table = {}
+    for declaration in DECLARATIONS:
+        if declaration.name in table or _normal(declaration.name) != declaration.name:
+            raise RuntimeError(f"model '{declaration.name}' is declared twice or not in canonical form")
+        table[declaration.name] = declaration
+    _DECLARATIONS.update(table)
 
 
-def _discover() -> None:
-    global _discovered
-    if not _discovered:
-        import_submodules(__name__, __path__, skip={"hps"})
-        _discovered = True
+def _normal(name: str) -> str:
+    return str(name).strip().lower().replace("-", "_")
 
 
 def names() -> list[str]:
-    _discover()
-    return sorted(_BUILDERS)
+    _load_declarations()
+    return sorted(_DECLARATIONS)
 
 
 def resolve(name: str) -> str:
-    _discover()
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in _BUILDERS:
-        raise unknown_name("model", str(name), _BUILDERS)
+    _load_declarations()
+    key = _normal(name)
+    if key not in _DECLARATIONS:
+        raise unknown_name("model", str(name), _DECLARATIONS)
     return key
 
 
+def declaration(name: str) -> ModelDeclaration:
+    return _DECLARATIONS[resolve(name)]
+
+
 def options(name: str) -> dict[str, Field]:
-    return _OPTIONS[resolve(name)]
+    return declaration(name).options
 
 
 def has_sequential_encoder(name: str) -> bool:
-    return resolve(name) in _SEQUENTIAL
+    return declaration(name).sequential_encoder
 
 
 def shares_parameters(name: str, options: dict[str, Any]) -> bool:
     """Whether the encoder built with `options` (defaults filled in for missing keys) has parameters."""
-    key = resolve(name)
-    rule = _SHARES.get(key)
-    if rule is None:
-        return True
-    filled = {k: options.get(k, field.default) for k, field in _OPTIONS[key].items()}
-    return rule(filled)
+    declared = declaration(name)
+    filled = {k: options.get(k, field.default) for k, field in declared.options.items()}
+    return declared.shares_parameters(filled)
 
 
 def build(name: str | None, bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     """Build `name` (default: the data set's default model) with checked, defaulted options."""
-    key = resolve(name or bundle.default_model)
-    return _BUILDERS[key](bundle, check_options(f"model.{key}", options, _OPTIONS[key]))
+    declared = declaration(name or bundle.default_model)
+    model: HPSModel = declared.load()(bundle, check_options(f"model.{declared.name}", options, declared.options))
+    return model
 
 
-MLP_OPTIONS = {
-    "shared_layers": Field(int, 3, low=0, high=64, help="number of shared Linear+ReLU layers"),
-    "shared_width": Field(int, 64, low=1, help="width of the shared layers"),
-    "task_layers": Field(int, 1, low=0, high=64, help="hidden layers per task head"),
-    "task_width": Field(int, 32, low=1, help="width of the task layers"),
-}
-
-
-@register("mlp", MLP_OPTIONS, sequential_encoder=True, shares_parameters=lambda o: o["shared_layers"] > 0)
-def _mlp(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
-    from tune_mtl.models.mlp import build_mlp_hps
-
-    if len(bundle.input_shape) != 1:
-        raise UserError(f"model 'mlp' needs flat inputs; data set '{bundle.name}' has shape {bundle.input_shape}")
-    return build_mlp_hps(
-        bundle.input_shape[0],
-        [task.out_dim for task in bundle.tasks],
-        **options,
-    )
-
-
-__all__ = ["HPSModel", "build", "has_sequential_encoder", "names", "options", "register", "resolve",
-           "shares_parameters"]
+__all__ = ["build", "declaration", "has_sequential_encoder", "names", "options", "resolve", "shares_parameters"]

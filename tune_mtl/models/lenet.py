@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.options import Field
-from tune_mtl.models import register
 from tune_mtl.models.hps import HPSModel
 
 if TYPE_CHECKING:
@@ -75,15 +73,6 @@ def head(rep_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.Linear(rep_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
 
 
-MULTILENET_OPTIONS = {
-    "width": Field(float, 1.0, low=0.05, high=16.0, help="multiplier of every channel count and hidden size"),
-    "rep_dim": Field(int, 50, low=1, help="size of the shared representation (before the width multiplier)"),
-    "head_hidden": Field(int, 50, low=0, help="hidden units of each task head (0: a linear head)"),
-    "dropout": Field(float, 0.5, low=0.0, high=0.95, help="dropout2d after conv2 and dropout in each head"),
-}
-
-
-@register("multilenet", MULTILENET_OPTIONS)
 def multilenet(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     """Sener & Koltun's MultiLeNet (Multi-MNIST): shared conv encoder, one small MLP head per task."""
     shape = image_shape(bundle, "multilenet", 12)
@@ -95,16 +84,6 @@ def multilenet(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     return HPSModel(encoder, heads)
 
 
-LENET_OPTIONS = {
-    "width": Field(float, 1.0, low=0.05, high=16.0, help="multiplier of every channel count and hidden size"),
-    "fc_layers": Field(int, 2, low=0, high=4, help="shared fully connected layers after the convolutions (LeNet-5: 2)"),
-    "fc_width": Field(int, 120, low=1, help="width of the shared fully connected layers (LeNet-5: 120, 84)"),
-    "head_hidden": Field(int, 0, low=0, help="hidden units of each task head (0: a linear head)"),
-    "dropout": Field(float, 0.0, low=0.0, high=0.95, help="dropout in the task heads"),
-}
-
-
-@register("lenet", LENET_OPTIONS)
 def lenet(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     """LeNet-5 encoder (conv 6, conv 16, fc 120, fc 84 at width 1) with a head per task."""
     shape = image_shape(bundle, "lenet", 12)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from torch import nn
 
+from tune_mtl.core.errors import UserError
 from tune_mtl.models.hps import HPSModel
+
+if TYPE_CHECKING:
+    from tune_mtl.data.base import DataBundle
 
 
 def mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
@@ -25,3 +31,10 @@ def build_mlp_hps(
     rep_dim = shared_width if shared_layers > 0 else input_dim
     heads = [mlp([rep_dim] + [task_width] * task_layers + [out], final_activation=False) for out in out_dims]
     return HPSModel(encoder, heads)
+
+
+def build(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
+    """The `mlp` model family (models/declarations.py): flat inputs, one head per task."""
+    if len(bundle.input_shape) != 1:
+        raise UserError(f"model 'mlp' needs flat inputs; data set '{bundle.name}' has shape {bundle.input_shape}")
+    return build_mlp_hps(bundle.input_shape[0], [task.out_dim for task in bundle.tasks], **options)

@@ -19,8 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.options import Field
-from tune_mtl.models import register
 from tune_mtl.models.hps import HPSModel
 
 if TYPE_CHECKING:
@@ -125,17 +123,6 @@ def task_head(rep_dim: int, hidden: int, out_dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(rep_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
 
-RESNET_OPTIONS = {
-    "width": Field(float, 1.0, low=0.03, high=8.0, help="multiplier of the 64/128/256/512 channels"),
-    "depth": Field(int, 18, choices=(10, 18, 34), help="BasicBlock ResNet depth (blocks 1111, 2222, 3463)"),
-    "stem": Field(str, "auto", choices=("auto", "cifar", "imagenet"),
-                  help="cifar: 3x3 stride 1, no max-pool; imagenet: 7x7 stride 2 + max-pool; auto: cifar up to 32x32"),
-    "head_hidden": Field(int, 0, low=0, help="hidden units of each task head (0: a linear head)"),
-    "pretrained_path": Field(str, None, help="local state dict for the encoder (never downloaded)", path=True),
-}
-
-
-@register("resnet18", RESNET_OPTIONS)
 def resnet18(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     """ResNet-18 encoder (CIFAR stem for small images) shared by all tasks, one linear head per task."""
     shape = tuple(bundle.input_shape)

@@ -20,8 +20,6 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.options import Field
-from tune_mtl.models import register
 from tune_mtl.models.dense_heads import aspp_head, image_shape, make_heads
 from tune_mtl.models.hps import HPSModel
 
@@ -33,13 +31,6 @@ ARCHITECTURES = {
     34: (BasicBlock, (3, 4, 6, 3)),
     50: (Bottleneck, (3, 4, 6, 3)),
     101: (Bottleneck, (3, 4, 23, 3)),
-}
-
-OPTIONS = {
-    "layers": Field(int, 50, choices=tuple(ARCHITECTURES), help="ResNet depth"),
-    "width": Field(int, 64, low=1, high=512, help="channels of the stem and layer1 (doubled per layer)"),
-    "aspp_channels": Field(int, 256, low=1, high=2048, help="channels of each task's ASPP head"),
-    "pretrained_path": Field(str, None, help="local torchvision ResNet state dict to start from (width 64)", path=True),
 }
 
 
@@ -123,7 +114,6 @@ def load_pretrained(encoder: ResNetDilated, path: str) -> None:
     encoder.load_state_dict(state)
 
 
-@register("resnet_dilated", OPTIONS)
 def resnet_dilated(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     channels, height, width = image_shape("resnet_dilated", bundle)
     encoder = ResNetDilated(channels, options["layers"], options["width"])

@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.options import Field
-from tune_mtl.models import register
 from tune_mtl.models.dense_heads import conv_head, image_shape, init_like_mtan, make_heads
 from tune_mtl.models.hps import HPSModel
 
@@ -22,11 +20,6 @@ if TYPE_CHECKING:
     from tune_mtl.data.base import DataBundle
 
 BASE_FILTERS = (64, 128, 256, 512, 512)
-
-OPTIONS = {
-    "width_multiplier": Field(float, 1.0, low=0.01, high=4.0, help="scales SegNet's filters 64-128-256-512-512"),
-    "deep": Field(bool, False, help="two conv-BN-ReLU per block instead of one (MTAN's 'deep' split)"),
-}
 
 
 def conv_bn_relu(c_in: int, c_out: int, deep: bool) -> nn.Sequential:
@@ -67,7 +60,6 @@ class SegNetEncoderDecoder(nn.Module):
         return x
 
 
-@register("segnet", OPTIONS)
 def segnet(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     channels, height, width = image_shape("segnet", bundle)
     if min(height, width) < 2 ** len(BASE_FILTERS):

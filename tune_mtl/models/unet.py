@@ -15,18 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
-from tune_mtl.core.options import Field
-from tune_mtl.models import register
 from tune_mtl.models.dense_heads import conv_head, image_shape, make_heads
 from tune_mtl.models.hps import HPSModel
 
 if TYPE_CHECKING:
     from tune_mtl.data.base import DataBundle
-
-OPTIONS = {
-    "width": Field(int, 64, low=1, high=1024, help="channels of the first level (doubled at each level)"),
-    "depth": Field(int, 4, low=1, high=7, help="number of down-sampling steps"),
-}
 
 
 def double_conv(c_in: int, c_out: int) -> nn.Sequential:
@@ -64,7 +57,6 @@ class UNet(nn.Module):
         return x
 
 
-@register("unet", OPTIONS)
 def unet(bundle: DataBundle, options: dict[str, Any]) -> HPSModel:
     channels, height, width = image_shape("unet", bundle)
     if min(height, width) < 2 ** options["depth"]:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # imported where used at run time: Ray and the data registry 
     from ray.tune import Tuner
     from ray.tune.search import Searcher
 
-    from tune_mtl.data.base import Task
+    from tune_mtl.data.declaration import TaskDeclaration
 
 FINAL = "final"  # the Tune experiment folder of the final stage
 # Final seeds are far from any search seed (every search trial runs with search.seed), so none repeats one.
@@ -165,7 +165,7 @@ def build_final_tuner(spec: SearchSpec, run: RunFolder, configs: list[dict[str, 
     )
 
 
-def _declared(spec: SearchSpec) -> list[Task]:
+def _declared(spec: SearchSpec) -> list[TaskDeclaration]:
     from tune_mtl import data
 
     fixed = {k: v for k, v in spec.dataset.items() if k != "name" and not isinstance(v, Range)}

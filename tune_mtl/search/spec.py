@@ -201,7 +201,7 @@ def default_knob_ranges(strategy: str) -> dict[str, Any]:
 
 
 def parse_knobs(strategy: str, raw: Any) -> dict[str, Any]:
-    knobs = strategies.get(strategy).knob_specs()
+    knobs = strategies.knob_specs(strategy)
     where = f"strategy_knobs.{strategy}"
     if not isinstance(raw, dict):
         raise UserError(f"'{where}' must map knob names to values or ranges, got {raw!r}; strategy '{strategy}' "

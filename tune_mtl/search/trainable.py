@@ -12,6 +12,10 @@ validation metrics so that Optuna records the trial as failed) instead of raisin
 errors (a lost node needs that), and a deterministic divergence would only repeat.
 
 W&B is logged from inside the trial (`tracking.trial_logger`): the driver never waits on it.
+
+The driver imports this module (it hands `train_trial` to Tune by reference) but never runs it: torch is
+imported inside the functions that run in the trial process, so the driver stays torch-free
+(tests/test_torch_free_driver.py).
 """
 
 from __future__ import annotations
@@ -24,11 +28,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from tune_mtl.core.keys import AT_SCORE, DIVERGED, FAILURE_REASON, OBJECTIVE, SCORE, SCORE_EPOCH, TRACKING, TRIAL_NAME
 
-if TYPE_CHECKING:  # both imported where used at run time: Ray and the training stack load inside the trial
+if TYPE_CHECKING:  # imported where used at run time: Ray, torch and the training stack load inside the trial
+    import torch
     from ray.tune import Checkpoint
 
     from tune_mtl.training.trainer import Trainer
@@ -45,6 +48,7 @@ EPOCH_FILE = "epoch.json"  # the epoch a checkpoint holds (see existing_checkpoi
 def pick_device() -> torch.device:
     """CUDA when Tune gave this trial a GPU (Ray sets CUDA_VISIBLE_DEVICES), CPU otherwise."""
     import ray
+    import torch
 
     gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
     return torch.device("cuda") if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
@@ -52,6 +56,7 @@ def pick_device() -> torch.device:
 
 def assigned_cpus() -> int:
     import ray
+    import torch
 
     if not ray.is_initialized():
         return torch.get_num_threads()
@@ -90,6 +95,8 @@ class Score:
         (folder / SCORE_FILE).write_text(json.dumps({"value": self.value, "epoch": self.epoch,
                                                      "metrics": self.metrics}))
         if self.model_state is not None:
+            import torch
+
             torch.save(self.model_state, folder / SCORED_MODEL_FILE)
 
     def load(self, folder: Path) -> None:
@@ -98,6 +105,8 @@ class Score:
         saved = json.loads((folder / SCORE_FILE).read_text())
         self.value, self.epoch, self.metrics = saved["value"], saved["epoch"], saved["metrics"]
         if (folder / SCORED_MODEL_FILE).exists():
+            import torch
+
             self.model_state = torch.load(folder / SCORED_MODEL_FILE, weights_only=True)
 
 
@@ -107,12 +116,14 @@ def failure_result(trainer: Trainer, reason: str) -> dict[str, Any]:
     for split in ("val", "test"):
         metrics[f"{split}/objective"] = math.nan
         for task in trainer.tasks:
-            for name in ("loss", *task.make_metric().names):
+            for name in ("loss", *task.metric_names):
                 metrics[f"{split}/{task.name}/{name}"] = math.nan
     return metrics
 
 
 def load_checkpoint(trainer: Trainer, checkpoint: Checkpoint, score: Score | None = None) -> None:
+    import torch
+
     with checkpoint.as_directory() as folder:
         trainer.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=False))
         if score is not None:
@@ -177,6 +188,7 @@ def train_trial(config: dict[str, Any]) -> None:
 
 
 def run_trial(config: dict[str, Any]) -> None:
+    import torch
     from ray import tune
 
     from tune_mtl.search.tracking import trial_logger

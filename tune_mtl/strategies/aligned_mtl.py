@@ -9,13 +9,12 @@ Weights w = B 1, update w' J.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import GramianWeighting, StrategyKnobs, knob
+from tune_mtl.strategies import declarations as declared
+from tune_mtl.strategies.base import GramianWeighting
+from tune_mtl.strategies.declarations import AlignedMTLKnobs
 
 
 def alignment_matrix(gramian: Tensor, scale: str = "min") -> Tensor:
@@ -32,17 +31,8 @@ def alignment_matrix(gramian: Tensor, scale: str = "min") -> Tensor:
     return B.to(gramian.dtype)
 
 
-class AlignedMTL(GramianWeighting):
-    name = "aligned-mtl"
-    aliases = ("amtl", "alignedmtl")
-    summary = "Aligned-MTL: rescale the Jacobian's singular values to be equal, then sum the rows"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        scale: Literal["min", "median", "rmse"] = knob(
-            "min", help="common singular value: smallest (paper), median, or root mean square")
-
-    knobs: Knobs
+class AlignedMTL(GramianWeighting, declaration=declared.ALIGNED_MTL):
+    knobs: AlignedMTLKnobs
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         return alignment_matrix(gramian, self.knobs.scale).sum(dim=0)

@@ -19,33 +19,21 @@ model's gradient of this batch (shared: lambda @ J; head t: lambda_t grad L_t), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.auxiliary import flat, main_validation_gradient, write_shared_and_heads
-from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, weight_logs
+from tune_mtl.strategies.declarations import AutoLambdaKnobs
 from tune_mtl.strategies.learned_weights import LearnedWeights
 
 
-class AutoLambda(Strategy):
-    name = "autolambda"
-    aliases = ("auto-lambda", "auto_lambda", "autol")
-    family = "auxiliary"
-    summary = "task weights meta-learned on the main task's validation loss (one virtual step); task 0 main"
-    needs_validation_batch = True
-    needs_auxiliary_tasks = True
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        weight_lr: float = knob(0.0001, low=1e-08, high=10.0, help="Adam step size of the task weights")
-        weight_init: float = knob(0.1, low=0.0, high=100.0, help="initial weight of every task")
-        virtual_lr: float = knob(0.001, low=1e-08, high=10.0, help="step size of the virtual SGD step")
-
-    knobs: Knobs
+class AutoLambda(Strategy, declaration=declared.AUTOLAMBDA):
+    knobs: AutoLambdaKnobs
     learned: LearnedWeights
 
     def __init__(self, num_tasks: int, **params: Any) -> None:

@@ -14,83 +14,23 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal, Self, get_args, get_origin, get_type_hints
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from tune_mtl.core.errors import UserError, unknown_name
-from tune_mtl.core.options import Field, check_value
+from tune_mtl.core.errors import UserError
+from tune_mtl.strategies.declaration import StrategyDeclaration
+from tune_mtl.strategies.knobs import Knob as Knob  # re-exported: strategy code and tests import them from here
+from tune_mtl.strategies.knobs import StrategyKnobs as StrategyKnobs
+from tune_mtl.strategies.knobs import knob as knob
 from tune_mtl.strategies.learned_weights import LearnedWeights
 
 log = logging.getLogger(__name__)
 
 Batch = tuple[Tensor, tuple[Tensor, ...]]  # (inputs, one target tensor per task)
-
-
-KNOB_HELP = "tune_mtl.knob"  # dataclass-field metadata key of a knob's bounds and help
-
-
-@dataclass(frozen=True)
-class Knob(Field):
-    """The declared valid values of one strategy hyperparameter: an `options.Field`, so knobs are checked by the
-    same validator as every other typed option (`options.check_value`). Built from a `StrategyKnobs` field:
-    the type from its annotation, the choices from a `Literal[...]` annotation.
-
-    Which part of the valid range is worth *searching* lives in `search_spaces/strategies/<name>.yaml`.
-    """
-
-    def check(self, strategy: str, name: str, value: Any) -> Any:
-        return check_value(f"strategy_knobs.{strategy}", name, self, value)
-
-    def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"default": self.default, "type": self.kind.__name__, "help": self.help}
-        if self.low is not None or self.high is not None:
-            out["valid"] = [self.low, self.high]
-        if self.choices:
-            out["choices"] = list(self.choices)
-        return out
-
-
-def knob(default: Any, *, low: float | None = None, high: float | None = None, help: str = "") -> Any:
-    """A field of a `StrategyKnobs` dataclass: its default, inclusive bounds (numbers) and a line of help.
-    (Typed `Any` so that `alpha: float = knob(0.5)` type-checks, as `dataclasses.field` does.)"""
-    return field(default=default, metadata={KNOB_HELP: (low, high, help)})
-
-
-@dataclass(frozen=True)
-class StrategyKnobs:
-    """Base of every strategy's knobs: a frozen dataclass whose fields are declared with `knob(...)`.
-
-    A field with `init=False` is fixed by the class (a variant such as IMTL-G fixing IMTL's `mode`): it keeps
-    its type for the code but is no hyperparameter a user can set.
-    """
-
-    @classmethod
-    def specs(cls) -> dict[str, Knob]:
-        hints = get_type_hints(cls)
-        out = {}
-        for f in fields(cls):
-            if not f.init:
-                continue
-            low, high, help_text = f.metadata.get(KNOB_HELP, (None, None, ""))
-            kind, choices = hints[f.name], None
-            if get_origin(kind) is Literal:
-                choices = get_args(kind)
-                kind = type(choices[0])
-            out[f.name] = Knob(kind, f.default, low=low, high=high, choices=choices, help=help_text)
-        return out
-
-    @classmethod
-    def parse(cls, strategy: str, given: Mapping[str, Any]) -> Self:
-        """The knobs from user values (defaults for the rest); one `UserError` for an unknown or invalid one."""
-        specs = cls.specs()
-        unknown = sorted(set(given) - set(specs))
-        if unknown:
-            raise unknown_name(f"hyperparameter of strategy '{strategy}'", unknown[0], specs)
-        return cls(**{k: spec.check(strategy, k, given[k]) for k, spec in specs.items() if k in given})
 
 
 @dataclass
@@ -128,23 +68,40 @@ class StepContext:
 
 
 class Strategy(ABC):
-    """Base of every task-weighting strategy. Subclasses set the class attributes and `backward`."""
+    """Base of every task-weighting strategy. A concrete strategy names its declaration in its class statement,
+    `class CAGrad(GramianWeighting, declaration=declared.CAGRAD)`, and implements `backward` (or its family's
+    method); its name, aliases, family, summary, knobs and needs all come from that declaration
+    (`strategies/declarations.py`), which the search driver reads without importing this module (torch)."""
 
+    declaration: ClassVar[StrategyDeclaration]
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     family: ClassVar[str] = "other"
     summary: ClassVar[str] = ""
-    # The knobs' declaration (a frozen dataclass; subclasses nest their own `class Knobs(StrategyKnobs)` and
-    # annotate `knobs: Knobs`) and this instance's values, read as `self.knobs.alpha`.
+    # The knobs' declaration (a frozen dataclass in strategies/declarations.py; a subclass annotates
+    # `knobs: <Its>Knobs` for the type checker) and this instance's values, read as `self.knobs.alpha`.
     Knobs: ClassVar[type[StrategyKnobs]] = StrategyKnobs
     knobs: StrategyKnobs
     needs_validation_batch: ClassVar[bool] = False
     needs_auxiliary_tasks: ClassVar[bool] = False  # task 0 main, at least one auxiliary task
-    # Needs per-task gradients of the shared parameters: a model whose encoder has none cannot run it.
-    # (A class default an instance may refine from its knobs: IMTL-L never looks at a gradient.)
-    needs_shared_parameters: bool = False
     # Task weights (or logits) the strategy learns with its own Adam; `setup` moves them to the model's device.
     learned: LearnedWeights | None = None
+
+    def __init_subclass__(cls, declaration: StrategyDeclaration | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if declaration is None:  # a family base class or a helper: no strategy of its own
+            return
+        if declaration.implementation != f"{cls.__module__}:{cls.__qualname__}":
+            raise TypeError(f"{cls.__module__}:{cls.__qualname__} takes the declaration of strategy "
+                            f"'{declaration.name}', which names {declaration.implementation} as its implementation")
+        cls.declaration = declaration
+        cls.name = declaration.name
+        cls.aliases = declaration.aliases
+        cls.family = declaration.family
+        cls.summary = declaration.summary
+        cls.Knobs = declaration.knobs
+        cls.needs_validation_batch = declaration.needs_validation_batch
+        cls.needs_auxiliary_tasks = declaration.needs_auxiliary_tasks
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         if num_tasks < 1:
@@ -161,6 +118,12 @@ class Strategy(ABC):
         # loaders and other strategies in the same process also draw from.
         self.generator = torch.Generator().manual_seed(0)
         self._model_change_listeners: list[Callable[[], None]] = []
+
+    @property
+    def needs_shared_parameters(self) -> bool:
+        """Needs per-task gradients of the shared parameters (with these knobs): a model whose encoder has none
+        cannot run it."""
+        return self.declaration.uses_shared_parameters(self.knobs)
 
     @classmethod
     def knob_specs(cls) -> dict[str, Knob]:
@@ -228,9 +191,7 @@ def weight_logs(weights: Tensor, prefix: str = "weight") -> dict[str, float]:
 
 
 class LossWeighting(Strategy):
-    """A weight per task, then one backward of sum_t w_t * mean_i l_t(x_i)."""
-
-    family = "loss_weighting"
+    """A weight per task, then one backward of sum_t w_t * mean_i l_t(x_i). (Declared family: loss_weighting.)"""
 
     @abstractmethod
     def weights(self, ctx: StepContext) -> Tensor:
@@ -246,11 +207,8 @@ class GradientAggregation(Strategy):
     """Shared gradient = aggregate(J), J[T, P] the task-loss Jacobian of the shared parameters.
 
     Task heads get their own task's gradient (the head of task t only influences loss t, so the gradient of
-    the summed losses is exactly that).
+    the summed losses is exactly that). (Declared family: gradient_aggregation; it needs shared parameters.)
     """
-
-    family = "gradient_aggregation"
-    needs_shared_parameters = True
 
     @abstractmethod
     def aggregate(self, jacobian: Tensor) -> Tensor:

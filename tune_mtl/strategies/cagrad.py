@@ -10,12 +10,12 @@ to machine precision). `rescale` divides d by 1 (0), 1 + alpha^2 (1, the default
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from torch import Tensor
 
-from tune_mtl.strategies.base import GramianWeighting, StrategyKnobs, knob
+from tune_mtl.strategies import declarations as declared
+from tune_mtl.strategies.base import GramianWeighting
+from tune_mtl.strategies.declarations import CAGradKnobs
 from tune_mtl.strategies.min_norm import like, solve, to_numpy
 
 _EPS = 1e-20  # keeps |g_w| differentiable at 0 (scaled units)
@@ -77,17 +77,8 @@ def cagrad_dual(gramian: Tensor | np.ndarray, alpha: float, max_iter: int = 100)
     return w
 
 
-class CAGrad(GramianWeighting):
-    name = "cagrad"
-    aliases = ("ca-grad",)
-    summary = "conflict-averse gradient descent: best worst-case task improvement near the mean gradient"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        alpha: float = knob(0.5, low=0.0, high=0.999999, help="radius of the ball around g0, in units of |g0|")
-        rescale: int = knob(1, low=0, high=2, help="divide the update by 1 (0), 1 + alpha^2 (1) or 1 + alpha (2)")
-
-    knobs: Knobs
+class CAGrad(GramianWeighting, declaration=declared.CAGRAD):
+    knobs: CAGradKnobs
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         G = to_numpy(gramian)

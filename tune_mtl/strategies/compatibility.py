@@ -1,6 +1,9 @@
 """Checks a search runs before Ray starts: a strategy, its knobs, the data set's task count and the model must
 fit together. Each mistake is one `UserError` sentence naming the configuration key to change; without this
-check the same mistakes fail inside every trial (and are retried)."""
+check the same mistakes fail inside every trial (and are retried).
+
+Everything here reads declarations (the strategy's, the model's): no strategy is instantiated and torch is never
+imported, so the search driver runs it."""
 
 from __future__ import annotations
 
@@ -18,20 +21,20 @@ def check_compatibility(
     from tune_mtl import strategies
 
     key = strategies.resolve(strategy)
-    cls = strategies.get(key)
-    if cls.needs_auxiliary_tasks and num_tasks < 2:
+    declared = strategies.declaration(key)
+    if declared.needs_auxiliary_tasks and num_tasks < 2:
         raise UserError(
             f"'strategy: {key}' weights auxiliary tasks against the main task (task 0) and needs a data set with "
             f"at least 2 tasks; 'dataset' gives {num_tasks}"
         )
-    # Unknown knobs, values out of range, an unknown Recon base: one sentence each, from the constructor.
-    instance = cls(num_tasks, **knobs)
-    if key == "recon" and not models.has_sequential_encoder(model_name):
+    # Unknown knobs, values out of range, an unknown Recon base: one sentence each, from the knobs' parser.
+    parsed = declared.parse_knobs(knobs)
+    if declared.needs_sequential_encoder and not models.has_sequential_encoder(model_name):
         raise UserError(
-            f"'strategy: recon' splits layers of a sequential encoder and 'model: {models.resolve(model_name)}' "
+            f"'strategy: {key}' splits layers of a sequential encoder and 'model: {models.resolve(model_name)}' "
             f"has none; use model 'mlp' or another strategy"
         )
-    if instance.needs_shared_parameters and not models.shares_parameters(model_name, model_options):
+    if declared.uses_shared_parameters(parsed) and not models.shares_parameters(model_name, model_options):
         raise UserError(
             f"'strategy: {key}' needs per-task gradients of the shared encoder, but 'model.shared_layers: 0' "
             f"leaves it no parameters; set 'model.shared_layers' to 1 or more or use a loss-weighting strategy"

@@ -9,29 +9,21 @@ losses into the decoders).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GradientAggregation, StepContext, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.base import GradientAggregation, StepContext, weight_logs
+from tune_mtl.strategies.declarations import DBMTLKnobs
 
 EPS = 1e-8
 
 
-class DBMTL(GradientAggregation):
-    name = "db-mtl"
-    aliases = ("dbmtl", "db_mtl")
-    summary = "log losses + EMA task gradients rescaled to the largest norm"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        beta: float = knob(0.9, low=0.0, high=1.0, help="EMA factor of the task gradients")
-        beta_sigma: float = knob(0.0, low=0.0, high=10.0, help="decay exponent: EMA factor beta / step^beta_sigma")
-
-    knobs: Knobs
+class DBMTL(GradientAggregation, declaration=declared.DB_MTL):
+    knobs: DBMTLKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

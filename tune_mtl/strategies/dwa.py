@@ -8,13 +8,14 @@ first two epochs. The weights sum to the number of tasks T.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
+from tune_mtl.strategies import declarations as declared
+from tune_mtl.strategies.base import LossWeighting, StepContext
+from tune_mtl.strategies.declarations import DWAKnobs
 
 
 def dwa_weights(previous: Tensor, before: Tensor, temperature: float) -> Tensor:
@@ -22,16 +23,8 @@ def dwa_weights(previous: Tensor, before: Tensor, temperature: float) -> Tensor:
     return previous.numel() * torch.softmax(ratio / temperature, dim=0)
 
 
-class DWA(LossWeighting):
-    name = "dwa"
-    aliases = ("dynamic-weight-average",)
-    summary = "dynamic weight average: T * softmax(loss ratio of the last two epochs / temperature)"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        temperature: float = knob(2.0, low=0.001, high=1000.0, help="softmax temperature T (MTAN: 2)")
-
-    knobs: Knobs
+class DWA(LossWeighting, declaration=declared.DWA):
+    knobs: DWAKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

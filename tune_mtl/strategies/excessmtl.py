@@ -8,27 +8,19 @@ exponentiated-gradient step w_t <- w_t * exp(robust_step_size * e_t / e_t^0), re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
+from tune_mtl.strategies.base import LossWeighting, StepContext
+from tune_mtl.strategies.declarations import ExcessMTLKnobs
 
 
-class ExcessMTL(LossWeighting):
-    name = "excessmtl"
-    needs_shared_parameters = True
-    aliases = ("excess-mtl",)
-    summary = "exponentiated-gradient task weights from AdaGrad-scaled excess-risk estimates"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        robust_step_size: float = knob(0.01, low=0.0, high=10.0, help="step of the weight update")
-
-    knobs: Knobs
+class ExcessMTL(LossWeighting, declaration=declared.EXCESSMTL):
+    knobs: ExcessMTLKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

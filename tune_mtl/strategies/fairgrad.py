@@ -7,14 +7,14 @@ alpha = 1 is proportional fairness, alpha -> inf approaches max-min fairness. Up
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from scipy.optimize import least_squares
 from torch import Tensor
 
-from tune_mtl.strategies.base import GramianWeighting, StrategyKnobs, knob
+from tune_mtl.strategies import declarations as declared
+from tune_mtl.strategies.base import GramianWeighting
+from tune_mtl.strategies.declarations import FairGradKnobs
 from tune_mtl.strategies.min_norm import to_numpy
 
 
@@ -37,15 +37,8 @@ def fairgrad_weights(gramian: Tensor, alpha: float) -> Tensor:
     return torch.as_tensor(result.x, dtype=gramian.dtype, device=gramian.device)
 
 
-class FairGrad(GramianWeighting):
-    name = "fairgrad"
-    summary = "alpha-fair task weights: solve (J J^T) w = w^(-1/alpha)"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        alpha: float = knob(1.0, low=0.001, high=100.0, help="fairness exponent (1: proportional fairness)")
-
-    knobs: Knobs
+class FairGrad(GramianWeighting, declaration=declared.FAIRGRAD):
+    knobs: FairGradKnobs
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         return fairgrad_weights(gramian, self.knobs.alpha)

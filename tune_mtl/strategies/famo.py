@@ -15,29 +15,22 @@ influence anything). The pending batch and its losses are part of `state_dict` s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
+from tune_mtl.strategies.base import LossWeighting, StepContext
+from tune_mtl.strategies.declarations import FAMOKnobs
 from tune_mtl.strategies.learned_weights import LearnedWeights
 
 EPS = 1e-8
 
 
-class FAMO(LossWeighting):
-    name = "famo"
-    summary = "balanced loss decrease: softmax log-loss weights updated from the observed loss change"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        w_lr: float = knob(0.025, low=0.0, high=10.0, help="Adam learning rate of the task logits")
-        gamma: float = knob(0.001, low=0.0, high=1.0, help="weight decay of the task logits")
-
-    knobs: Knobs
+class FAMO(LossWeighting, declaration=declared.FAMO):
+    knobs: FAMOKnobs
     learned: LearnedWeights
 
     def __init__(self, num_tasks: int, **params: Any) -> None:

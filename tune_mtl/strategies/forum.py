@@ -18,7 +18,6 @@ The QP is solved with scipy's SLSQP (LibMTL: cvxpy).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +25,10 @@ import torch
 from scipy.optimize import minimize
 from torch import Tensor, nn
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, weight_logs
+from tune_mtl.strategies.declarations import FORUMKnobs
 from tune_mtl.strategies.learned_weights import LearnedWeights
 from tune_mtl.strategies.min_norm import to_numpy
 from tune_mtl.strategies.stochastic_moo import piece_indices, sub_batch, trial_state
@@ -53,19 +54,8 @@ def solve_forum_qp(M: np.ndarray, pi: np.ndarray, c: float) -> np.ndarray:
     return weights
 
 
-class FORUM(Strategy):
-    name = "forum"
-    family = "gradient_aggregation"
-    summary = "bilevel (value-function) multi-gradient method: learned loss weights + constrained MGDA"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        phi: float = knob(0.1, low=0.0, high=100.0, help="weight of the lower-level constraint (FORUM_phi)")
-        inner_lr: float = knob(0.1, low=0.0, high=10.0, help="SGD step size of the lower-level look-ahead")
-        inner_steps: int = knob(5, low=1, high=100, help="lower-level SGD steps to estimate min_w f")
-        outer_lr: float = knob(0.001, low=0.0, high=10.0, help="Adam learning rate of the loss-weight logits")
-
-    knobs: Knobs
+class FORUM(Strategy, declaration=declared.FORUM):
+    knobs: FORUMKnobs
     learned: LearnedWeights
 
     def __init__(self, num_tasks: int, **params: Any) -> None:

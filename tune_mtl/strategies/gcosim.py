@@ -8,14 +8,14 @@ shared parameters: each head still learns from its own task's loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.auxiliary import write_shared_and_heads
-from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, weight_logs
+from tune_mtl.strategies.declarations import GCosimKnobs
 
 
 def cosine_gates(J: Tensor, weighted: bool = False) -> Tensor:
@@ -27,19 +27,8 @@ def cosine_gates(J: Tensor, weighted: bool = False) -> Tensor:
     return gates
 
 
-class GCosim(Strategy):
-    name = "gcosim"
-    needs_shared_parameters = True
-    aliases = ("gradient-cosine-similarity", "cosine-similarity")
-    family = "auxiliary"
-    summary = "use an auxiliary gradient only when its cosine with the main-task gradient is >= 0; task 0 main"
-    needs_auxiliary_tasks = True
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        weighted: bool = knob(False, help="scale each auxiliary gradient by max(0, cos) instead of 0/1")
-
-    knobs: Knobs
+class GCosim(Strategy, declaration=declared.GCOSIM):
+    knobs: GCosimKnobs
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         J = jac.task_jacobian(ctx.task_losses, ctx.shared_params, retain_graph=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies.base import StepContext, Strategy, weight_logs
 
 
@@ -17,12 +18,7 @@ def geometric_mean(task_losses: Tensor) -> Tensor:
     return torch.exp(torch.log(task_losses.clamp_min(torch.finfo(task_losses.dtype).tiny)).mean())
 
 
-class GLS(Strategy):
-    name = "gls"
-    aliases = ("geo", "geometric", "geometric-loss")
-    family = "loss_weighting"
-    summary = "geometric loss strategy: minimise (prod_t L_t)^(1/T)"
-
+class GLS(Strategy, declaration=declared.GLS):
     def backward(self, ctx: StepContext) -> dict[str, float]:
         task_losses = ctx.task_losses
         loss = geometric_mean(task_losses)

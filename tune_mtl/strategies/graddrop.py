@@ -9,24 +9,16 @@ strategy's own generator on the model's device (seeded from the trial seed, chec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import GradientAggregation, StrategyKnobs, knob
+from tune_mtl.strategies import declarations as declared
+from tune_mtl.strategies.base import GradientAggregation
+from tune_mtl.strategies.declarations import GradDropKnobs
 
 
-class GradDrop(GradientAggregation):
-    name = "graddrop"
-    aliases = ("gsd", "grad-drop", "gradient-sign-dropout")
-    summary = "gradient sign dropout: keep one sign per coordinate, chosen by its sign purity"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        leak: float = knob(0.0, low=0.0, high=1.0, help="fraction of the dropped components kept")
-
-    knobs: Knobs
+class GradDrop(GradientAggregation, declaration=declared.GRADDROP):
+    knobs: GradDropKnobs
 
     def aggregate(self, jacobian: Tensor) -> Tensor:
         purity = 0.5 * (1 + jacobian.sum(dim=0) / (jacobian.abs().sum(dim=0) + 1e-12))

@@ -15,14 +15,15 @@ never moved from 1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, weight_logs
+from tune_mtl.strategies.declarations import GradNormKnobs
 from tune_mtl.strategies.learned_weights import LearnedWeights
 
 MIN_WEIGHT = 1e-4  # weights are kept >= this before renormalising, so none can turn negative
@@ -42,19 +43,8 @@ def gradnorm_loss(weights: Tensor, grad_norms: Tensor, task_losses: Tensor, init
     return (G - target).abs().sum()
 
 
-class GradNorm(Strategy):
-    name = "gradnorm"
-    needs_shared_parameters = True
-    aliases = ("gnorm", "gn", "grad-norm")
-    family = "loss_weighting"
-    summary = "weights learned to balance last-shared-layer gradient norms by relative training rate"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        alpha: float = knob(1.5, low=0.0, high=10.0, help="asymmetry: pull of slow tasks (paper 0.12-3)")
-        weight_lr: float = knob(0.025, low=1e-08, high=10.0, help="Adam step size of the task weights")
-
-    knobs: Knobs
+class GradNorm(Strategy, declaration=declared.GRADNORM):
+    knobs: GradNormKnobs
     learned: LearnedWeights
 
     def __init__(self, num_tasks: int, **params: Any) -> None:

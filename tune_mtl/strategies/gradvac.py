@@ -6,14 +6,15 @@ the strategy state. Work on the Gramian: g_i' = C[i] @ J, so all similarities co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import GramianWeighting, StrategyKnobs, knob
+from tune_mtl.strategies import declarations as declared
+from tune_mtl.strategies.base import GramianWeighting
+from tune_mtl.strategies.declarations import GradVacKnobs
 from tune_mtl.strategies.min_norm import like, to_numpy
 
 
@@ -38,16 +39,8 @@ def gradvac_coefficients(G: np.ndarray, targets: np.ndarray, beta: float, order:
     return C
 
 
-class GradVac(GramianWeighting):
-    name = "gradvac"
-    aliases = ("gvac", "grad-vac", "gradient-vaccine")
-    summary = "gradient vaccine: lift pairwise gradient similarity to an EMA target"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        beta: float = knob(0.5, low=1e-06, high=1.0, help="EMA rate of the similarity targets")
-
-    knobs: Knobs
+class GradVac(GramianWeighting, declaration=declared.GRADVAC):
+    knobs: GradVacKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

@@ -12,13 +12,14 @@ Task heads always get the gradient of their own (scaled) loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tune_mtl.strategies.base import GramianWeighting, StepContext, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies import declarations as declared
+from tune_mtl.strategies.base import GramianWeighting, StepContext, weight_logs
+from tune_mtl.strategies.declarations import IMTLGradientKnobs, IMTLKnobs, IMTLLossKnobs
 
 
 def imtl_g_weights(gramian: Tensor) -> Tensor:
@@ -37,21 +38,12 @@ def imtl_g_weights(gramian: Tensor) -> Tensor:
     return torch.cat([(1 - rest.sum()).unsqueeze(0), rest]).to(gramian.dtype)
 
 
-class IMTL(GramianWeighting):
-    name = "imtl"
-    aliases: ClassVar[tuple[str, ...]] = ("imtl-h", "imtl-hybrid")
-    summary = "impartial MTL: equal projections on unit task gradients (G), learnable loss scales (L), or both"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        mode: Literal["gradient", "loss", "hybrid"] = knob("hybrid", help="IMTL-G, IMTL-L or both (IMTL-H)")
-
-    knobs: Knobs
+class IMTL(GramianWeighting, declaration=declared.IMTL):
+    knobs: IMTLKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         self.log_scales = nn.Parameter(torch.zeros(num_tasks)) if self.knobs.mode != "gradient" else None
-        self.needs_shared_parameters = self.knobs.mode != "loss"  # IMTL-L never looks at a task gradient
 
     def setup(self, model: nn.Module, device: torch.device, seed: int = 0) -> None:
         super().setup(model, device, seed)
@@ -82,25 +74,9 @@ class IMTL(GramianWeighting):
         return logs
 
 
-class IMTLGradient(IMTL):
-    name = "imtl-g"
-    aliases = ("imtlg",)
-    summary = "IMTL-G: shared update with equal projections onto every unit task gradient"
-
-    @dataclass(frozen=True)
-    class Knobs(IMTL.Knobs):
-        mode: Literal["gradient", "loss", "hybrid"] = field(default="gradient", init=False)  # fixed, not a knob
-
-    knobs: Knobs
+class IMTLGradient(IMTL, declaration=declared.IMTL_G):
+    knobs: IMTLGradientKnobs
 
 
-class IMTLLoss(IMTL):
-    name = "imtl-l"
-    aliases = ("imtll",)
-    summary = "IMTL-L: learnable loss scales, loss e^s L - s per task"
-
-    @dataclass(frozen=True)
-    class Knobs(IMTL.Knobs):
-        mode: Literal["gradient", "loss", "hybrid"] = field(default="loss", init=False)  # fixed, not a knob
-
-    knobs: Knobs
+class IMTLLoss(IMTL, declaration=declared.IMTL_L):
+    knobs: IMTLLossKnobs

@@ -12,27 +12,18 @@ combination of the normalised gradients.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import GramianWeighting, StepContext, StrategyKnobs, gramian, knob
+from tune_mtl.strategies.base import GramianWeighting, StepContext, gramian
+from tune_mtl.strategies.declarations import MGDAKnobs
 from tune_mtl.strategies.min_norm import like, min_norm_weights
 
 
-class MGDA(GramianWeighting):
-    name = "mgda"
-    summary = "multiple-gradient descent: exact min-norm convex combination of the task gradients"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        normalization: Literal["none", "l2", "loss", "loss+"] = knob(
-            "none", help="task-gradient normalisation before the min-norm solve (LibMTL mgda_gn)")
-
-    knobs: Knobs
+class MGDA(GramianWeighting, declaration=declared.MGDA):
+    knobs: MGDAKnobs
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         return like(min_norm_weights(gramian), gramian)
@@ -57,11 +48,7 @@ class MGDA(GramianWeighting):
         return self.combination(jacobian, task_losses) @ jacobian
 
 
-class MGDAUpperBound(MGDA):
-    name = "mgda-ub"
-    aliases = ("mgdaub", "mgda-upper-bound")
-    summary = "MGDA on the gradients of the shared representation, then one backward of the weighted loss"
-
+class MGDAUpperBound(MGDA, declaration=declared.MGDA_UB):
     def backward(self, ctx: StepContext) -> dict[str, float]:
         if ctx.representation is None:
             return super().backward(ctx)

@@ -13,30 +13,20 @@ The paper's simplex projection is used (LibMTL's code takes a softmax instead). 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import GradientAggregation, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies import declarations as declared
+from tune_mtl.strategies.base import GradientAggregation, weight_logs
+from tune_mtl.strategies.declarations import MoCoKnobs
 from tune_mtl.strategies.min_norm import project_simplex, to_numpy
 
 
-class MoCo(GradientAggregation):
-    name = "moco"
-    summary = "stochastic MoCo: MGDA-style weights on tracked (EMA) task gradients"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        beta: float = knob(0.5, low=0.0, high=1.0, help="step of the gradient tracking EMA")
-        beta_sigma: float = knob(0.5, low=0.0, high=1.0, help="decay exponent of beta_k")
-        gamma: float = knob(0.1, low=0.0, high=100.0, help="step of the weight update")
-        gamma_sigma: float = knob(0.5, low=0.0, high=1.0, help="decay exponent of gamma_k")
-        rho: float = knob(0.0, low=0.0, high=100.0, help="ridge on YY' in the weight update")
-
-    knobs: Knobs
+class MoCo(GradientAggregation, declaration=declared.MOCO):
+    knobs: MoCoKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

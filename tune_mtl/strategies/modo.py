@@ -8,29 +8,21 @@ of the current batch (one batched reverse pass over the 3T sub-batch losses), so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, weight_logs
+from tune_mtl.strategies.declarations import MoDoKnobs
 from tune_mtl.strategies.stochastic_moo import piece_losses, project_to_simplex
 
 
-class MoDo(Strategy):  # its own backward: several Jacobians or no Jacobian per step, no aggregate(J)
-    family = "gradient_aggregation"
-    needs_shared_parameters = True
-    name = "modo"
-    summary = "MGDA weights by a stochastic projected-gradient step with double sampling"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        gamma: float = knob(0.001, low=0.0, high=10.0, help="step size of the task weights")
-        rho: float = knob(0.1, low=0.0, high=10.0, help="l2 regularisation of the task-weight update")
-
-    knobs: Knobs
+# Its own backward: several Jacobians or no Jacobian per step, no aggregate(J).
+class MoDo(Strategy, declaration=declared.MODO):
+    knobs: MoDoKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

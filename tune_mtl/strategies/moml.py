@@ -14,14 +14,15 @@ strategy's sum of task losses instead of shrinking the step by T.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
+from tune_mtl.strategies.base import LossWeighting, StepContext
+from tune_mtl.strategies.declarations import MOMLKnobs
 from tune_mtl.strategies.learned_weights import LearnedWeights
 from tune_mtl.strategies.stochastic_moo import (
     min_norm_weights,
@@ -36,17 +37,8 @@ def softmax_jacobian(z: Tensor) -> Tensor:
     return torch.diag(z) - torch.outer(z, z)
 
 
-class MOML(LossWeighting):
-    name = "moml"
-    summary = "bilevel: task weights meta-learned by MGDA over one-step look-ahead hypergradients"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        inner_lr: float = knob(0.1, low=0.0, high=10.0, help="step size of the virtual lower-level SGD step")
-        outer_lr: float = knob(0.001, low=0.0, high=10.0, help="Adam learning rate of the task-weight logits")
-        upper: Literal["mgda", "mean"] = knob("mgda", help="how the T hypergradients are combined")
-
-    knobs: Knobs
+class MOML(LossWeighting, declaration=declared.MOML):
+    knobs: MOMLKnobs
     learned: LearnedWeights
 
     def __init__(self, num_tasks: int, **params: Any) -> None:

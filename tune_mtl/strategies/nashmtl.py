@@ -11,15 +11,16 @@ Jacobian is needed), and the shared gradient is clipped to `max_norm` (0: no cli
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, gramian, knob, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, gramian, weight_logs
+from tune_mtl.strategies.declarations import NashMTLKnobs
 from tune_mtl.strategies.min_norm import solve, to_numpy
 
 # Floor on the eigenvalues of the Gramian relative to its trace: when the task gradients are linearly
@@ -55,20 +56,9 @@ def nash_weights(gramian: Tensor | np.ndarray, start: np.ndarray | None = None, 
     return alpha
 
 
-class NashMTL(Strategy):  # its own backward: several Jacobians or no Jacobian per step, no aggregate(J)
-    family = "gradient_aggregation"
-    needs_shared_parameters = True
-    name = "nashmtl"
-    aliases = ("nash", "nash-mtl")
-    summary = "Nash bargaining over task gradients: weights alpha with G alpha = 1/alpha"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        update_weights_every: int = knob(1, low=1, high=10000, help="recompute alpha every k steps")
-        optim_niter: int = knob(20, low=1, high=1000, help="Newton iterations per solve")
-        max_norm: float = knob(1.0, low=0.0, high=1000000.0, help="clip the shared gradient norm (0: off)")
-
-    knobs: Knobs
+# Its own backward: several Jacobians or no Jacobian per step, no aggregate(J).
+class NashMTL(Strategy, declaration=declared.NASHMTL):
+    knobs: NashMTLKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

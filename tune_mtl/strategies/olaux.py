@@ -13,30 +13,19 @@ maximised). The seed's counter started at 0.4 and never equalled N, so its weigh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.auxiliary import write_shared_and_heads
-from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, weight_logs
+from tune_mtl.strategies.declarations import OLAuxKnobs
 
 
-class OLAux(Strategy):
-    name = "olaux"
-    needs_shared_parameters = True
-    aliases = ("ol-aux", "ol_aux", "online-auxiliary")
-    family = "auxiliary"
-    summary = "auxiliary weights learned online from <g_main, g_aux> every N steps; task 0 main"
-    needs_auxiliary_tasks = True
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        N: int = knob(2, low=1, high=10000, help="update the auxiliary weights every N steps (seed: 2)")
-        beta: float = knob(0.1, low=0.0, high=10000.0, help="step size of the weight update")
-
-    knobs: Knobs
+class OLAux(Strategy, declaration=declared.OLAUX):
+    knobs: OLAuxKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies.base import GramianWeighting
 from tune_mtl.strategies.min_norm import like, to_numpy
 
@@ -33,10 +34,6 @@ def pcgrad_coefficients(gramian: Tensor, generator: torch.Generator | None = Non
     return like(C, gramian)
 
 
-class PCGrad(GramianWeighting):
-    name = "pcgrad"
-    aliases = ("pc-grad",)
-    summary = "projecting conflicting gradients: drop the conflicting component against each other task"
-
+class PCGrad(GramianWeighting, declaration=declared.PCGRAD):
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         return pcgrad_coefficients(gramian, self.generator).sum(dim=0)

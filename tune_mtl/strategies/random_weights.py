@@ -8,14 +8,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies.base import LossWeighting, StepContext
 
 
-class RandomWeighting(LossWeighting):
-    name = "random"
-    aliases = ("rlw", "random-loss-weighting")
-    summary = "random loss weighting: softmax(N(0, I)) drawn every step"
-
+class RandomWeighting(LossWeighting, declaration=declared.RANDOM):
     def weights(self, ctx: StepContext) -> Tensor:
         draw = torch.randn(ctx.num_tasks, generator=self.generator, device=self.generator.device)
         return torch.softmax(draw, dim=0).to(ctx.losses.device)

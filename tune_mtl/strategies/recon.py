@@ -16,15 +16,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tune_mtl.core.errors import UserError
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob
+from tune_mtl.strategies.base import StepContext, Strategy
+from tune_mtl.strategies.declarations import ReconKnobs
 
 log = logging.getLogger(__name__)
 
@@ -68,32 +69,15 @@ def conflict_counts(jacobian: Tensor, blocks: list[Tensor], threshold: float) ->
     return torch.stack(counts).to(torch.float64)
 
 
-class Recon(Strategy):
-    name = "recon"
-    needs_shared_parameters = True
-    family = "architecture"
-    summary = "split the most conflicting shared layers into task-specific copies, then train with a base strategy"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        warmup_steps: int = knob(100, low=1, high=1000000, help="steps of conflict scoring before the split")
-        k: int = knob(1, low=0, high=1000, help="number of shared modules turned task-specific")
-        threshold: float = knob(0.0, low=-1.0, high=1.0, help="cosine below which two task gradients conflict")
-        base: str = knob("uniform", help="strategy that trains the model before and after the split")
-
-    knobs: Knobs
+class Recon(Strategy, declaration=declared.RECON):
+    knobs: ReconKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
         from tune_mtl import strategies
 
-        try:
-            base = strategies.resolve(self.knobs.base)
-        except UserError as err:
-            raise UserError(f"strategy 'recon' hyperparameter 'base': {err}") from None
-        if base == self.name:
-            raise UserError("strategy 'recon' needs another strategy as its base, got 'recon'")
-        self.base_strategy = strategies.build(base, num_tasks)
+        # ReconKnobs checked the base when the knobs were parsed (an unknown name, recon itself).
+        self.base_strategy = strategies.build(self.knobs.base, num_tasks)
         self.model: nn.Module | None = None
         self.split: list[int] | None = None
         self.seen = 0

@@ -12,31 +12,23 @@ batched reverse pass gives all 3T rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
-from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, weight_logs
+from tune_mtl.strategies.declarations import SDMGradKnobs
 from tune_mtl.strategies.stochastic_moo import piece_losses, project_to_simplex
 
 LR, MOMENTUM = 5.0, 0.5  # the weights' SGD optimiser in LibMTL and the official code
 
 
-class SDMGrad(Strategy):  # its own backward: several Jacobians or no Jacobian per step, no aggregate(J)
-    family = "gradient_aggregation"
-    needs_shared_parameters = True
-    name = "sdmgrad"
-    summary = "direction-oriented stochastic MGDA (three sub-batches, regularised towards the mean gradient)"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        lamda: float = knob(0.3, low=0.0, high=100.0, help="pull towards the average-gradient direction")
-        niter: int = knob(20, low=1, high=1000, help="projected SGD steps on the weights per training step")
-
-    knobs: Knobs
+# Its own backward: several Jacobians or no Jacobian per step, no aggregate(J).
+class SDMGrad(Strategy, declaration=declared.SDMGRAD):
+    knobs: SDMGradKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

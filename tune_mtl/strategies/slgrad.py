@@ -26,15 +26,16 @@ never written to the model: there is still exactly one optimizer step per batch.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies import jacobian as jac
 from tune_mtl.strategies.auxiliary import main_validation_gradient
-from tune_mtl.strategies.base import StepContext, Strategy, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies.base import StepContext, Strategy, weight_logs
+from tune_mtl.strategies.declarations import SLGradKnobs
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,8 @@ def normalised_sample_weights(derivatives: Tensor) -> tuple[Tensor, bool]:
     return clamped * (clamped.numel() / total), False
 
 
-class SLGrad(Strategy):
-    name = "slgrad"
-    needs_shared_parameters = True
-    aliases = ("sl-grad", "sample-level-grad")
-    family = "sample_weighting"
-    summary = "sample-level weights max(0, <grad l_t(x_i), grad L_main(val)>) from one JVP; task 0 main"
-    needs_validation_batch = True
-    needs_auxiliary_tasks = True
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        lookahead: bool = knob(False, help="compute the weights at a virtual look-ahead point (never applied)")
-        lookahead_lr: float = knob(0.01, low=0.0, high=10.0, help="step size of the virtual look-ahead step")
-
-    knobs: Knobs
+class SLGrad(Strategy, declaration=declared.SLGRAD):
+    knobs: SLGradKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

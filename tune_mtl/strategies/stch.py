@@ -10,13 +10,14 @@ T * softmax_t(log(l / z) / mu) / l_t afterwards.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob
+from tune_mtl.strategies import declarations as declared
+from tune_mtl.strategies.base import LossWeighting, StepContext
+from tune_mtl.strategies.declarations import STCHKnobs
 
 EPS = 1e-20
 
@@ -26,16 +27,8 @@ def smooth_tchebycheff(values: Tensor, mu: float) -> Tensor:
     return mu * torch.logsumexp(values / mu, dim=-1)
 
 
-class STCH(LossWeighting):
-    name = "stch"
-    summary = "smooth Tchebycheff scalarisation of nadir-normalised log losses"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        mu: float = knob(1.0, low=1e-06, high=1000.0, help="smoothing: 0 = worst task only, large = all tasks")
-        warmup_epochs: int = knob(4, low=0, high=10000, help="epochs of log-loss descent before STCH")
-
-    knobs: Knobs
+class STCH(LossWeighting, declaration=declared.STCH):
+    knobs: STCHKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)

@@ -9,15 +9,12 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from tune_mtl.strategies import declarations as declared
 from tune_mtl.strategies.base import GramianWeighting
 from tune_mtl.strategies.min_norm import dual_cone_weights, like, to_numpy
 
 
-class UPGrad(GramianWeighting):
-    name = "upgrad"
-    aliases = ("up-grad",)
-    summary = "unconflicting projection of gradients: mean of the dual-cone projections of the task gradients"
-
+class UPGrad(GramianWeighting, declaration=declared.UPGRAD):
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         G = to_numpy(gramian)
         T = len(G)

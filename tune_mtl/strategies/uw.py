@@ -11,29 +11,20 @@ The s_t are `parameters()`: the trainer's optimizer steps them (no weight decay)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tune_mtl.strategies.base import LossWeighting, StepContext, StrategyKnobs, knob, weight_logs
+from tune_mtl.strategies import declarations as declared
+from tune_mtl.strategies.base import LossWeighting, StepContext, weight_logs
+from tune_mtl.strategies.declarations import UncertaintyWeightingKnobs
 
 CLASSIFICATION_KINDS = {"classification", "binary", "segmentation", "multilabel"}
 
 
-class UncertaintyWeighting(LossWeighting):
-    name = "uw"
-    aliases = ("uncertainty", "uncertainty-weighting")
-    summary = "learned homoscedastic uncertainty per task: exp(-s) L (/2 for regression) + s/2"
-
-    @dataclass(frozen=True)
-    class Knobs(StrategyKnobs):
-        form: Literal["auto", "regression", "classification"] = knob(
-            "auto", help="likelihood form of every task; auto: per task from ctx.task_kinds")
-        init: float = knob(-0.5, low=-10.0, high=10.0, help="initial log-variance s_t (LibMTL: -0.5)")
-
-    knobs: Knobs
+class UncertaintyWeighting(LossWeighting, declaration=declared.UW):
+    knobs: UncertaintyWeightingKnobs
 
     def __init__(self, num_tasks: int, **params: Any) -> None:
         super().__init__(num_tasks, **params)
