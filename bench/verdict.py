@@ -11,8 +11,9 @@ Holm against the best). One command, no hand aggregation:
   (4,000 as MNIST's train file: 3,000 training + 500 validation images; 1,000 as its test file), strategies
   uniform, mgda, pcgrad, slgrad, cagrad.
 
-Prints each experiment's table with its wall time and writes everything (the tables as data, the settings,
-the environment) to bench/results/verdict-<UTC time>.json. The run folders go to --workdir.
+Prints each experiment's table with its wall time, every search trial's score per strategy and the strategies
+that searched their own ranges (`per_strategy:`, fair-tuning disclosure), and writes everything (the tables as
+data, the settings, the environment) to bench/results/verdict-<UTC time>.json. The run folders go to --workdir.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def experiment_config(name: str, workdir: Path) -> dict[str, Any]:
 
 
 def run_experiment(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from tune_mtl.reporting.summary import load_trials
+    from tune_mtl.reporting.own_ranges import disclosure_lines, own_ranges
+    from tune_mtl.reporting.summary import load_trials, trial_score
     from tune_mtl.reporting.verdict import verdict_dict, verdict_markdown
     from tune_mtl.search.engine import RunOptions, run_search
     from tune_mtl.search.experiment import EXPERIMENT
@@ -94,6 +96,12 @@ def run_experiment(name: str, args: argparse.Namespace, workdir: Path) -> dict[s
     finished = time.perf_counter()
     verdict = final_verdict(spec, run, records, rows)
     label = f"test {run.objective['metric']} of {run.objective['task']}"
+    # Every search trial's score (its best validation objective; None: failed), to see which strategies train.
+    scores: dict[str, list[float | None]] = {}
+    for row in rows:
+        score = trial_score(row)
+        scores.setdefault(row["config"]["strategy"]["name"], []).append(score["val"] if score else None)
+    own = own_ranges(spec.describe())
     return {
         "experiment": name,
         "run_dir": str(run.path),
@@ -104,6 +112,9 @@ def run_experiment(name: str, args: argparse.Namespace, workdir: Path) -> dict[s
         "records": records,
         "verdict": verdict_dict(verdict),
         "markdown": verdict_markdown(verdict, objective_label=label),
+        "search_scores": scores,
+        "own_ranges": own,
+        "disclosure": disclosure_lines(own),
     }
 
 
@@ -125,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## {name}: {result['trials_per_strategy']} trials per strategy, then {args.final_seeds} seeds "
               f"(wall: search {wall['search']:.0f} s + final {wall['final']:.0f} s)\n")
         print(result["markdown"], flush=True)
+        for line in result["disclosure"]:
+            print(f"\nOwn range: {line}")
+        print("\nsearch trials' scores (each trial's best validation objective):")
+        for strategy, values in result["search_scores"].items():
+            shown = ", ".join("failed" if v is None else f"{v:.3g}" for v in values)
+            print(f"- {strategy}: {shown}", flush=True)
     command = ["bench/verdict.py", *(argv if argv is not None else sys.argv[1:])]
     path = timing.save({"environment": timing.environment(command), "experiments": results}, "verdict")
     print(f"\nraw results: {path}")

@@ -33,6 +33,7 @@ class Breakage:
 S = "tune_mtl/strategies/"
 REF = "tests/test_strategies_references.py"
 PROPS = "tests/test_strategy_properties.py"
+OWN = "tests/test_strategy_ranges.py::k=not only_that_strategys"  # the Ray search is covered by its own run
 BREAKAGES = [
     Breakage("gradnorm objective replaced (squared instead of L1)", S + "gradnorm.py",
              "return (G - target).abs().sum()", "return (G - target).pow(2).sum()", (REF,)),
@@ -85,6 +86,24 @@ BREAKAGES = [
              "self._rebuild(self.values.to(device, dtype), self.optimizer.state_dict())",
              "self._rebuild(self.values.to(device, dtype), None)",
              ("tests/test_strategies_weighting.py::k=learned_weights",)),
+    # per_strategy: a strategy's own range for a shared key (tests/test_strategy_ranges.py)
+    Breakage("own range: a strategy's study ignores its own values", "tune_mtl/search/categorical_space.py",
+             "self.shared = SharedRanges(spec, strategy)", "self.shared = SharedRanges(spec)", (OWN,)),
+    Breakage("own range: categorical mode shares the name of an own range", "tune_mtl/search/categorical_space.py",
+             'SharedRanges(spec, s, own_prefix=f"{s}/")', "SharedRanges(spec, s)", (OWN,)),
+    Breakage("own range: paired start-up keeps the shared draw", "tune_mtl/search/categorical_space.py",
+             "carried[name] = value_at(own, where)", "carried[name] = draw.get(name, value_at(own, where))", (OWN,)),
+    Breakage("own range: discrete position without its jitter", "tune_mtl/search/unit_cube.py",
+             "point = cell_low + jitter * (cell_high - cell_low)", "point = (cell_low + cell_high) / 2", (OWN,)),
+    Breakage("own range: logint positioned on a linear scale", "tune_mtl/search/unit_cube.py",
+             'if kind in ("loguniform", "logint"):', 'if kind == "loguniform":', (OWN,)),
+    Breakage("own range: epochs allowed per strategy", "tune_mtl/search/spec.py",
+             'SAME_FOR_EVERY_STRATEGY = {("training", "epochs"):', 'SAME_FOR_EVERY_STRATEGY = {("training", "-"):',
+             (OWN,)),
+    Breakage("own range: the summary table drops the disclosure", "tune_mtl/reporting/summary.py",
+             'lines += [f"- {line}" for line in disclosure_lines(summary["own_ranges"])]', "pass", (OWN,)),
+    Breakage("own range: a real search's summary drops the disclosure", "tune_mtl/reporting/summary.py",
+             'summary["own_ranges"] = own', "pass", ("tests/test_strategy_ranges.py::k=only_that_strategys",)),
 ]
 
 
