@@ -9,6 +9,7 @@ import optuna
 import pytest
 import yaml
 
+from tests.wandb_files import offline_run
 from tune_mtl.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,14 @@ def test_launch_search_two_strategies(tmp_path):
     assert len(final_dirs) == 6, final_dirs
     runs = [p.name for p in (run / "wandb").glob("offline-run-*")]
     final_runs = [name for name in runs if "-final-" in name]
-    assert len(runs) == 10 and len(final_runs) == 6, runs  # one W&B run per trial, search and final alike
+    verdict_runs = [name for name in runs if "-verdict-" in name]
+    # One W&B run per trial, search and final alike, and the verdict's own run (search/verdict_wandb.py).
+    assert len(runs) == 11 and len(final_runs) == 6 and len(verdict_runs) == 1, runs
+    logged = offline_run(run, pattern="wandb/offline-run-*-verdict-*/run-*.wandb")
+    assert (logged["run"].run_group, logged["run"].job_type) == ("e2e", "verdict")
+    assert logged["summary"]["ranking"] == summary["verdict"]["ranking"]
+    for strategy, row in summary["verdict"]["strategies"].items():
+        assert logged["summary"][f"{strategy}/mean"] == pytest.approx(row["objective"]["mean"])
     assert yaml.safe_load((run / "search_space.yaml").read_text())["strategies"] == ["uniform", "random"]
 
 

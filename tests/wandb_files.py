@@ -38,13 +38,16 @@ def key_of(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def closed_records(folder: Path, wait_s: float = 20.0) -> list:
-    """The records of the one offline run under folder/wandb, once wandb-core has written its exit record:
-    `run.finish()` returns when the service has the run's last message, and the service writes the file
-    shortly after (asynchronously)."""
+ONE_RUN = "wandb/offline-run-*/run-*.wandb"
+
+
+def closed_records(folder: Path, wait_s: float = 20.0, pattern: str = ONE_RUN) -> list:
+    """The records of the one offline run under folder/wandb (the one `pattern` matches), once wandb-core has
+    written its exit record: `run.finish()` returns when the service has the run's last message, and the
+    service writes the file shortly after (asynchronously)."""
     deadline = time.monotonic() + wait_s
     while True:
-        files = list(folder.glob("wandb/offline-run-*/run-*.wandb"))
+        files = list(folder.glob(pattern))
         records = read_records(files[0]) if len(files) == 1 else []
         if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
             assert len(files) == 1, files
@@ -52,10 +55,11 @@ def closed_records(folder: Path, wait_s: float = 20.0) -> list:
         time.sleep(0.1)
 
 
-def offline_run(folder: Path) -> dict:
-    """The one offline run under folder/wandb: its run record, history rows by step and final summary."""
+def offline_run(folder: Path, pattern: str = ONE_RUN) -> dict:
+    """The one offline run under folder/wandb (the one `pattern` matches): its run record, history rows by step
+    and final summary."""
     run, history, summary = None, {}, {}
-    for record in closed_records(folder):
+    for record in closed_records(folder, pattern=pattern):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
