@@ -140,8 +140,10 @@ class EpochLimit(Stopper):
 def make_trainable(spec: SearchSpec) -> Any:
     from ray import tune
 
+    from tune_mtl.search.driver_imports import import_tensorboardx_without_torch
     from tune_mtl.search.trainable import train_trial
 
+    import_tensorboardx_without_torch()  # Tune's TensorBoard callback runs here, on the driver: no torch for it
     search = spec.search
     return tune.with_resources(train_trial, {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]})
 
