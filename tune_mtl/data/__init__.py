@@ -11,16 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tune_mtl.core.errors import UserError, unknown_name
+from tune_mtl.core.errors import UserError
 from tune_mtl.core.options import Field, check_options
-from tune_mtl.core.registry import import_submodules
+from tune_mtl.core.registry import DeclarationTable, import_submodules
 from tune_mtl.data.declaration import DataSetDeclaration, TaskDeclaration
 
 if TYPE_CHECKING:  # the built side imports torch: `build` loads it; the names stay importable from here
     from tune_mtl.data.base import DataBundle, Task, TensorSplit, make_loader
 
-_DECLARATIONS: dict[str, DataSetDeclaration] = {}
-_ALIASES: dict[str, str] = {}
 _RUNTIME = {"DataBundle", "Task", "TensorSplit", "make_loader"}  # re-exported from data.base, lazily
 
 
@@ -37,41 +35,26 @@ def _normal(name: str) -> str:
     return str(name).strip().lower().replace("-", "_")
 
 
-def _load_declarations() -> None:
-    if _DECLARATIONS:
-        return
+def _declarations() -> list[DataSetDeclaration]:
     from tune_mtl.data import declarations
 
-    table: dict[str, DataSetDeclaration] = {}
-    aliases: dict[str, str] = {}
-    for module in import_submodules(declarations.__name__, declarations.__path__):
-        for declaration in module.DECLARATIONS:
-            if declaration.name in table or _normal(declaration.name) != declaration.name:
-                raise RuntimeError(f"data set '{declaration.name}' is declared twice or not in canonical form")
-            table[declaration.name] = declaration
-            for alias in declaration.aliases:
-                if aliases.setdefault(_normal(alias), declaration.name) != declaration.name:
-                    raise RuntimeError(f"data set alias '{alias}' names two data sets")
-    _ALIASES.update(aliases)
-    _DECLARATIONS.update(table)  # last: a concurrent reader sees all of it or nothing
+    return [declared for module in import_submodules(declarations.__name__, declarations.__path__)
+            for declared in module.DECLARATIONS]
+
+
+_TABLE = DeclarationTable("data set", _normal, _declarations)
 
 
 def names() -> list[str]:
-    _load_declarations()
-    return sorted(_DECLARATIONS)
+    return _TABLE.names()
 
 
 def resolve(name: str) -> str:
-    _load_declarations()
-    key = _normal(name)
-    key = _ALIASES.get(key, key)
-    if key not in _DECLARATIONS:
-        raise unknown_name("data set", str(name), _DECLARATIONS)
-    return key
+    return _TABLE.resolve(name)
 
 
 def declaration(name: str) -> DataSetDeclaration:
-    return _DECLARATIONS[resolve(name)]
+    return _TABLE[name]
 
 
 def default_model(name: str) -> str:
@@ -108,7 +91,6 @@ def prepare(name: str, root: str, download: bool) -> str:
 
 
 def catalogue() -> list[dict[str, Any]]:
-    _load_declarations()
     return [
         {
             "name": n,
@@ -117,7 +99,7 @@ def catalogue() -> list[dict[str, Any]]:
                 k: {"type": f.kind.__name__, "default": f.default, "help": f.help} for k, f in declared.options.items()
             },
         }
-        for n, declared in sorted(_DECLARATIONS.items())
+        for n, declared in _TABLE.items()
     ]
 
 

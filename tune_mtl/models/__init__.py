@@ -9,49 +9,37 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tune_mtl.core.errors import unknown_name
 from tune_mtl.core.options import Field, check_options
+from tune_mtl.core.registry import DeclarationTable
 from tune_mtl.models.declaration import ModelDeclaration
 
 if TYPE_CHECKING:  # the built side imports torch: only `build` loads it
     from tune_mtl.data.base import DataBundle
     from tune_mtl.models.hps import HPSModel
 
-_DECLARATIONS: dict[str, ModelDeclaration] = {}
-
-
-def _load_declarations() -> None:
-    if _DECLARATIONS:
-        return
-    from tune_mtl.models.declarations import DECLARATIONS
-
-    table = {}
-    for declaration in DECLARATIONS:
-        if declaration.name in table or _normal(declaration.name) != declaration.name:
-            raise RuntimeError(f"model '{declaration.name}' is declared twice or not in canonical form")
-        table[declaration.name] = declaration
-    _DECLARATIONS.update(table)
-
-
 def _normal(name: str) -> str:
     return str(name).strip().lower().replace("-", "_")
 
 
+def _declarations() -> tuple[ModelDeclaration, ...]:
+    from tune_mtl.models.declarations import DECLARATIONS
+
+    return DECLARATIONS
+
+
+_TABLE = DeclarationTable("model", _normal, _declarations)
+
+
 def names() -> list[str]:
-    _load_declarations()
-    return sorted(_DECLARATIONS)
+    return _TABLE.names()
 
 
 def resolve(name: str) -> str:
-    _load_declarations()
-    key = _normal(name)
-    if key not in _DECLARATIONS:
-        raise unknown_name("model", str(name), _DECLARATIONS)
-    return key
+    return _TABLE.resolve(name)
 
 
 def declaration(name: str) -> ModelDeclaration:
-    return _DECLARATIONS[resolve(name)]
+    return _TABLE[name]
 
 
 def options(name: str) -> dict[str, Field]:

@@ -25,6 +25,7 @@ class ModelDeclaration:
     name: str
     options: dict[str, Field]  # the model's searchable dimensions (type, default, valid range)
     builder: str  # "module:function", a `(bundle: DataBundle, options: dict) -> HPSModel`, imported in trials
+    aliases: tuple[str, ...] = ()
     # The encoder is an `nn.Sequential` (Recon can split its layers).
     sequential_encoder: bool = False
     # Whether these options (defaults filled in) leave the encoder any parameters (a Jacobian strategy needs some).

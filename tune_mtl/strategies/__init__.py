@@ -9,57 +9,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tune_mtl.core.errors import unknown_name
+from tune_mtl.core.registry import DeclarationTable
 from tune_mtl.strategies.declaration import StrategyDeclaration
 from tune_mtl.strategies.knobs import Knob
 
 if TYPE_CHECKING:  # the implementation side imports torch: only `get`/`build` load it
     from tune_mtl.strategies.base import Strategy
 
-_DECLARATIONS: dict[str, StrategyDeclaration] = {}
-_ALIASES: dict[str, str] = {}
-
-
 def _canonical(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def _load_declarations() -> None:
-    if _DECLARATIONS:
-        return
+def _declarations() -> tuple[StrategyDeclaration, ...]:
     from tune_mtl.strategies.declarations import DECLARATIONS
 
-    table: dict[str, StrategyDeclaration] = {}
-    aliases: dict[str, str] = {}
-    for declaration in DECLARATIONS:
-        key = _canonical(declaration.name)
-        if key != declaration.name or key in table:
-            raise RuntimeError(f"strategy '{declaration.name}' is declared twice or not in canonical form")
-        table[key] = declaration
-        for alias in (declaration.name, *declaration.aliases):
-            if aliases.setdefault(_canonical(alias), key) != key:
-                raise RuntimeError(f"strategy alias '{alias}' names two strategies")
-    _ALIASES.update(aliases)
-    _DECLARATIONS.update(table)  # last: a concurrent reader sees all of it or nothing
+    return DECLARATIONS
+
+
+_TABLE = DeclarationTable("strategy", _canonical, _declarations)
 
 
 def names() -> list[str]:
-    _load_declarations()
-    return sorted(_DECLARATIONS)
+    return _TABLE.names()
 
 
 def resolve(name: str) -> str:
     """Canonical name for a strategy name or alias (case-insensitive, '_' == '-')."""
-    _load_declarations()
-    key = _ALIASES.get(_canonical(str(name)))
-    if key is None:
-        raise unknown_name("strategy", str(name), names())
-    return key
+    return _TABLE.resolve(name)
 
 
 def declaration(name: str) -> StrategyDeclaration:
     """What a strategy declares (no torch): names, family, knobs, needs, implementation."""
-    return _DECLARATIONS[resolve(name)]
+    return _TABLE[name]
 
 
 def knob_specs(name: str) -> dict[str, Knob]:
@@ -79,7 +60,6 @@ def build(name: str, num_tasks: int, params: dict[str, Any] | None = None) -> St
 
 def catalogue() -> list[dict[str, Any]]:
     """Everything `launch.py strategies` prints: name, aliases, family, summary, knobs."""
-    _load_declarations()
     return [
         {
             "name": key,
@@ -89,7 +69,7 @@ def catalogue() -> list[dict[str, Any]]:
             "needs_auxiliary_tasks": decl.needs_auxiliary_tasks,
             "hyperparameters": {k: spec.describe() for k, spec in decl.knob_specs().items()},
         }
-        for key, decl in sorted(_DECLARATIONS.items())
+        for key, decl in _TABLE.items()
     ]
 
 
