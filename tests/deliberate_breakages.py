@@ -104,6 +104,18 @@ BREAKAGES = [
              'lines += [f"- {line}" for line in disclosure_lines(summary["own_ranges"])]', "pass", (OWN,)),
     Breakage("own range: a real search's summary drops the disclosure", "tune_mtl/reporting/summary.py",
              'summary["own_ranges"] = own', "pass", ("tests/test_strategy_ranges.py::k=only_that_strategys",)),
+    # Issue 10: the verdict in W&B, and the final stage through a Ctrl-C and a driver kill.
+    Breakage("verdict W&B: the summary is not logged", "tune_mtl/search/verdict_wandb.py",
+             '    run.summary.update(given["summary"])', "    pass", ("tests/test_verdict_wandb.py",)),
+    Breakage("verdict W&B: logging again adds a second run", "tune_mtl/search/verdict_wandb.py",
+             "            if older != folder:", "            if False:", ("tests/test_verdict_wandb.py",)),
+    Breakage("verdict W&B: the search does not log it", "tune_mtl/search/engine.py",
+             "        log_verdict(spec, run, verdict)", "        pass",
+             ("tests/test_search_e2e.py::k=two_strategies",)),
+    Breakage("final stage: a resume re-runs its finished trials", "tune_mtl/search/final_stage.py",
+             "        if tune.Tuner.can_restore(path):", "        if False:", ("tests/test_final_stage_resume.py",)),
+    Breakage("final stage: a Ctrl-C marks it finished", "tune_mtl/search/final_stage.py",
+             "        if missing:", "        if False:", ("tests/test_final_stage_resume.py",)),
 ]
 
 

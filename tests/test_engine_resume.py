@@ -6,18 +6,14 @@ COMPLETE Optuna trial per Tune trial (none RUNNING, none lost, none doubled)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
-from tests.launch_env import launch_env
+from tests.launch_env import ctrl_c_when, finish_search, kill_when, launch_env, start_new_search, start_search
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.ray
@@ -41,55 +37,25 @@ def epochs_reported(run: Path) -> dict[str, int]:
     return out
 
 
-def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
-    # Its own session: a SIGKILL of the group reaches the driver and the local Ray it started, nothing else.
-    return subprocess.Popen([sys.executable, "launch.py", "search", *args], cwd=ROOT, env=launch_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def wait_for(proc: subprocess.Popen, condition, what: str) -> None:
-    deadline = time.monotonic() + 240
-    while not condition():
-        assert proc.poll() is None, f"the search ended before {what}: " + proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, f"never reached: {what}"
-        time.sleep(0.05)
-
-
 def test_ctrl_c_then_driver_kill_then_resume_loses_nothing(tmp_path):
-    config = tmp_path / "space.yaml"
-    config.write_text(yaml.safe_dump(SPACE))
-    run = tmp_path / "run"
-    first = start(["--config", str(config), "--storage-path", str(tmp_path), "--name", "run", "--quiet",
-                   "--wandb-mode", "disabled"], tmp_path)
-    try:
-        wait_for(first, lambda: max(epochs_reported(run).values(), default=0) >= 2, "a trial's second epoch")
-        first.send_signal(signal.SIGINT)  # what Ctrl-C does to the driver
-        _, err = first.communicate(timeout=STOP_WITHIN_S)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+    run, first = start_new_search(SPACE, tmp_path)
+    _, err = ctrl_c_when(first, lambda: max(epochs_reported(run).values(), default=0) >= 2, "a trial's second epoch")
     assert first.returncode == 130, err[-3000:]
     assert f"launch.py search --resume {run}" in err and "Traceback" not in err, err[-3000:]
     stopped_at = epochs_reported(run)
     assert sum(stopped_at.values()) < 4 * 4, "stopped before the end"
 
     resume = ["--resume", str(run), "--quiet"]
-    second = start(resume, tmp_path)
-    try:
-        # Kill the resumed driver (and its Ray) once it has made progress of its own.
-        wait_for(second, lambda: sum(epochs_reported(run).values()) >= sum(stopped_at.values()) + 2,
-                 "progress after the resume")
-    finally:
-        os.killpg(second.pid, signal.SIGKILL)
-        second.communicate(timeout=60)
+    # Kill the resumed driver (and its Ray) once it has made progress of its own.
+    kill_when(start_search(resume, tmp_path),
+              lambda: sum(epochs_reported(run).values()) >= sum(stopped_at.values()) + 2, "progress after the resume")
     crashed = subprocess.run([sys.executable, "launch.py", "report", str(run)], cwd=ROOT, env=launch_env(tmp_path),
                              capture_output=True, text=True, timeout=300)
     assert crashed.returncode == 0 and "| uniform |" in crashed.stdout, "report works on a crashed run"
     finished = {name: (run / "trials" / name / "result.json").read_text() for name, n in epochs_reported(run).items()
                 if n == 4}
 
-    third = subprocess.run([sys.executable, "launch.py", "search", *resume], cwd=ROOT, env=launch_env(tmp_path),
-                           capture_output=True, text=True, timeout=600)
+    third = finish_search(resume, tmp_path)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     trials = sorted(p.name for p in (run / "trials").iterdir() if p.is_dir())
     assert trials == ["random-1", "random-2", "uniform-1", "uniform-2"], "the same trials, no duplicates"

@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.launch_env import launch_env
+from tests.launch_env import ctrl_c_when, finish_search, kill_when, start_new_search, start_search
 from tune_mtl.core.keys import OBJECTIVE, SCORE, TEST_OBJECTIVE, TRACKING, TRIAL_NAME
 from tune_mtl.reporting.verdict import compute_verdict, verdict_dict
 
@@ -40,27 +34,12 @@ SPACE = {
                "final": {"seeds": SEEDS}},
 }
 EXPECTED = sorted(f"final-{s}-c0-s{i}" for s in STRATEGIES for i in range(SEEDS))
-STOP_WITHIN_S = 120  # a bound for the test not to hang, not a timing assertion
 
 
 def final_epochs(run: Path) -> dict[str, int]:
     """Result rows written so far per final trial folder."""
     return {result.parent.name: len([line for line in result.read_text().splitlines() if line.strip()])
             for result in (run / "final").glob("*/result.json")}
-
-
-def start(args: list[str], tmp_path: Path) -> subprocess.Popen:
-    # Its own session: a signal to the group reaches the driver and the local Ray it started, nothing else.
-    return subprocess.Popen([sys.executable, "launch.py", "search", *args], cwd=ROOT, env=launch_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def wait_for(proc: subprocess.Popen, condition, what: str) -> None:
-    deadline = time.monotonic() + 300
-    while not condition():
-        assert proc.poll() is None, f"the search ended before {what}: " + proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, f"never reached: {what}"
-        time.sleep(0.05)
 
 
 def one_finished_one_running(run: Path) -> bool:
@@ -95,18 +74,9 @@ def retrained_here(config: dict) -> tuple[float, dict[str, float], float]:
 
 
 def test_final_stage_interrupted_then_killed_then_resumed(tmp_path):
-    config = tmp_path / "space.yaml"
-    config.write_text(yaml.safe_dump(SPACE))
-    run = tmp_path / "run"
-    first = start(["--config", str(config), "--storage-path", str(tmp_path), "--name", "run", "--quiet",
-                   "--wandb-mode", "disabled"], tmp_path)
-    try:
-        wait_for(first, lambda: max(final_epochs(run).values(), default=0) >= 1, "a final trial's first epoch")
-        first.send_signal(signal.SIGINT)  # what Ctrl-C does to the driver
-        out, err = first.communicate(timeout=STOP_WITHIN_S)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+    run, first = start_new_search(SPACE, tmp_path)
+    out, err = ctrl_c_when(first, lambda: max(final_epochs(run).values(), default=0) >= 1,
+                           "a final trial's first epoch")
     assert first.returncode == 130, out[-2000:] + err[-3000:]
     assert f"launch.py search --resume {run}" in err and "Traceback" not in err, err[-3000:]
     assert "Verdict" not in out, "no verdict from a final stage that did not finish"
@@ -114,20 +84,15 @@ def test_final_stage_interrupted_then_killed_then_resumed(tmp_path):
     assert sum(stopped_at.values()) < len(EXPECTED) * EPOCHS, "stopped before the end"
 
     resume = ["--resume", str(run), "--quiet"]
-    second = start(resume, tmp_path)
-    try:
-        wait_for(second, lambda: one_finished_one_running(run)
-                 and sum(final_epochs(run).values()) > sum(stopped_at.values()),
-                 "a final trial finished and another running after the resume")
-        finished = {name: (run / "final" / name / "result.json").read_text()
-                    for name, n in final_epochs(run).items() if n >= EPOCHS}
-    finally:
-        os.killpg(second.pid, signal.SIGKILL)  # the driver and its Ray, mid-final-stage
-        second.communicate(timeout=60)
+    # Kill the resumed driver and its Ray mid-final-stage, once it has made progress of its own.
+    kill_when(start_search(resume, tmp_path), lambda: one_finished_one_running(run)
+              and sum(final_epochs(run).values()) > sum(stopped_at.values()),
+              "a final trial finished and another running after the resume")
+    finished = {name: (run / "final" / name / "result.json").read_text()
+                for name, n in final_epochs(run).items() if n >= EPOCHS}
     assert finished and len(finished) < len(EXPECTED)
 
-    third = subprocess.run([sys.executable, "launch.py", "search", *resume], cwd=ROOT, env=launch_env(tmp_path),
-                           capture_output=True, text=True, timeout=600)
+    third = finish_search(resume, tmp_path)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     assert "Verdict" in third.stdout
 

@@ -6,7 +6,9 @@ The parts, one job each:
 - `searcher`: the Tune searcher that serves every study in turn (equal budgets) through Optuna's ask/tell;
 - `schedulers`: ASHA/HyperBand/PBT per strategy (a trial is compared only with its own strategy's trials);
 - `experiment`: the Tuner, its width (as many trials at once as the cluster holds) and naming;
-- `studies`: the Optuna storage; `tracking`: W&B from inside each trial; `progress`: the terminal.
+- `studies`: the Optuna storage; `tracking`: W&B from inside each trial; `progress`: the terminal;
+- `final_stage`: the best configurations re-trained over fresh seeds (the verdict); `verdict_wandb`: the
+  verdict's own W&B run, logged last.
 
 `strategy_mode: categorical` runs one study in which the strategy is a searched choice with its own
 conditional knobs, through the same searcher. All studies share one Optuna storage: SQLite under the run

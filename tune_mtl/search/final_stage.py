@@ -10,6 +10,10 @@ scored on the test split at the epoch its validation objective selects (keys.AT_
 
 The final trials are Ray Tune trials of ONE Tuner (the search's trainable, resources and FailureConfig, on
 the same cluster, in parallel) in the experiment folder `<run>/final/`, so `launch.py report` reads them back.
+A stage stopped before every final trial ended (Ctrl-C: `FinalStageInterrupted`; a killed driver) is not
+marked finished, and `launch.py search --resume` restores it: ended trials kept as they are, the others
+continued from their last checkpoint (a stage killed before its first snapshot starts afresh, its folder set
+aside by the engine).
 The verdict itself (intervals, paired test, Delta_m%) is `tune_mtl.reporting.verdict`.
 """
 

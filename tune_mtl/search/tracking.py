@@ -3,7 +3,8 @@
 The driver only decides the mode once (`trial_settings`) and puts it into every trial's config; each trial
 opens its own run (`trial_logger`), so logging never sits on the driver's critical path. One W&B run per
 trial, named like the trial (`<strategy>-<n>`), grouped by search (the run folder's name), `job_type` = the
-strategy, config = the trial's hyperparameters, and the trial's score in its summary.
+strategy, config = the trial's hyperparameters, and the trial's score in its summary. The verdict of the final
+stage has a run of its own, with the same settings (search/verdict_wandb.py).
 
 Cost: each trial's run has one `wandb-core` service process, started by `wandb.init` and stopped when the
 run closes (so that its file is complete before Ray may end the worker): at most one per running trial, none
