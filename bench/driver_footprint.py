@@ -6,7 +6,7 @@ interleaved with the baseline checkout when `--baseline-root` is given (e.g. `gi
 - imports: import the CLI and every module of `tune_mtl.search`, load every shipped search space
   (`search_spaces/*.yaml`), build each one's plan and final-stage task declarations, and list the strategies and
   data sets, the driver's whole validation path. Reports the wall time of that, the process's peak RSS
-  (`ru_maxrss`) and whether torch got imported.
+  (VmHWM) and whether torch got imported.
 - search: `launch.py search --epochs 1 --num-samples 1 --final-seeds 0 --strategies uniform --wandb-mode disabled`
   on the toy data set: the peak RSS of the *driver process alone* (psutil on its pid, sampled every 0.1 s; Ray's
   daemons and the trial workers are its children and are not counted here: bench/overhead.py counts the tree).
@@ -38,7 +38,7 @@ SAMPLE_S = 0.1
 
 # Run inside the measured checkout: the driver's whole validation path, then one JSON line.
 IMPORTS_SCRIPT = r"""
-import importlib, json, pkgutil, resource, sys, time
+import importlib, json, pkgutil, sys, time
 from pathlib import Path
 start = time.perf_counter()
 import tune_mtl.cli
@@ -55,7 +55,9 @@ for path in sorted(Path("search_spaces").glob("*.yaml")):
 strategies.catalogue()
 data.catalogue()
 wall = time.perf_counter() - start
-print(json.dumps({"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would report this bench's own (torch) RSS.
+hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"wall_s": wall, "peak_rss_mb": hwm_kb / 1024,
                   "torch_loaded": "torch" in sys.modules, "numpy_loaded": "numpy" in sys.modules}))
 """
 
