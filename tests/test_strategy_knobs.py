@@ -22,7 +22,8 @@ def test_knobs_are_a_frozen_dataclass_declared_on_the_class(name):
     assert cls.Knobs is strategies.declaration(name).knobs
     assert issubclass(cls.Knobs, StrategyKnobs) and dataclasses.is_dataclass(cls.Knobs)
     # The nearest `knobs:` annotation names the declared class, so the type checker sees `self.knobs.alpha`.
-    annotated = next(c.__annotations__["knobs"] for c in cls.__mro__ if "knobs" in c.__dict__.get("__annotations__", {}))
+    annotated = next(c.__annotations__["knobs"] for c in cls.__mro__
+                     if "knobs" in c.__dict__.get("__annotations__", {}))
     assert annotated == cls.Knobs.__name__, f"{name}: annotate `knobs: {cls.Knobs.__name__}`"
     instance = strategies.build(name, 3)
     assert isinstance(instance.knobs, cls.Knobs)
