@@ -94,9 +94,10 @@ def test_the_finder_refuses_torch(tmp_path):
 
 
 @pytest.mark.ray
-def test_a_search_runs_with_a_driver_that_cannot_import_torch(tmp_path):
-    """A real `launch.py search` (local Ray, one trial, the final stage skipped): the trials import torch in their
-    own worker processes; the driver, which Tune hands the trainable by reference, never does."""
+def test_a_search_and_its_report_run_with_a_driver_that_cannot_import_torch(tmp_path):
+    """A real `launch.py search` (local Ray, one trial, the final stage skipped), then `launch.py report` on it: the
+    trials import torch in their own worker processes; the driver, which Tune hands the trainable by reference,
+    never imports it, nor even tries to."""
     code = textwrap.dedent(f"""
         from tune_mtl import cli
         code = cli.main(["search", "--epochs", "1", "--num-samples", "1", "--final-seeds", "0", "--strategies",
@@ -111,3 +112,10 @@ def test_a_search_runs_with_a_driver_that_cannot_import_torch(tmp_path):
     assert last == "exit 0 False []", last
     trials = list((tmp_path / "runs" / "no-torch").rglob("result.json"))
     assert trials and all(path.read_text().strip() for path in trials), "the trial ran and reported"
+    # `launch.py report` on that run (summary, plots) is driver-side too.
+    report = run_refusing_torch(textwrap.dedent(f"""
+        from tune_mtl import cli
+        code = cli.main(["report", {str(tmp_path / 'runs' / 'no-torch')!r}])
+        print("exit", code, "torch" in sys.modules, RefuseTorch.refused, flush=True)
+    """), tmp_path, timeout=300)
+    assert report.stdout.strip().splitlines()[-1] == "exit 0 False []", report.stdout[-2000:] + report.stderr[-2000:]
