@@ -110,7 +110,7 @@ BREAKAGES = [
     Breakage("verdict W&B: logging again adds a second run", "tune_mtl/search/verdict_wandb.py",
              "            if older != folder:", "            if False:", ("tests/test_verdict_wandb.py",)),
     Breakage("verdict W&B: the search does not log it", "tune_mtl/search/engine.py",
-             "        log_verdict(spec, run, verdict)", "        pass",
+             "        log_verdict(spec, run, verdict, summary.get(\"own_ranges\") or {})", "        pass",
              ("tests/test_search_e2e.py::k=two_strategies",)),
     Breakage("final stage: a resume re-runs its finished trials", "tune_mtl/search/final_stage.py",
              "        if tune.Tuner.can_restore(path):", "        if False:", ("tests/test_final_stage_resume.py",)),

@@ -138,3 +138,19 @@ def test_summary_fields_are_the_table_columns():
     assert len(rows) == 3 and all(len(row) == len(columns) for row in rows)
     assert {f"{row[0]}/{c}" for row in rows for c in columns[1:]} == {k for k in summary if "/" in k and
                                                                        k.split("/")[0] in VALUES}
+
+
+def test_the_search_discloses_own_ranges_in_the_verdict_runs_config(tmp_path, monkeypatch):
+    """engine.log_verdict passes the fair-tuning disclosure (strategies with `per_strategy:` ranges) on to the
+    verdict run's config, as summary.md shows it."""
+    from tune_mtl.search import engine
+    from tune_mtl.search.spec import load_spec
+
+    sent = {}
+    monkeypatch.setattr(verdict_wandb, "log_verdict",
+                        lambda run, verdict, objective, config: sent.update(config) or True)
+    run = offline_run_folder(tmp_path)
+    run.objective = {"task": "task0", "metric": "mse", "mode": "min"}
+    own = {"slgrad": {"optimizer.lr": {"own": "loguniform [0.0001, 0.001]", "shared": "loguniform [0.001, 0.1]"}}}
+    engine.log_verdict(load_spec("search_spaces/toy.yaml"), run, verdict_of(VALUES), own)
+    assert sent["own_ranges"] == own

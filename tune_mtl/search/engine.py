@@ -236,12 +236,14 @@ def run_experiment(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna
         summary["verdict"] = verdict
     write_summary(summary, run)
     if verdict:  # last, once the summary files hold it: a failure to log is a warning (search/verdict_wandb.py)
-        log_verdict(spec, run, verdict)
+        log_verdict(spec, run, verdict, summary.get("own_ranges") or {})
     return summary
 
 
-def log_verdict(spec: SearchSpec, run: RunFolder, verdict: dict[str, Any]) -> None:
-    """The verdict's own W&B run, beside the trials' runs (search/verdict_wandb.py)."""
+def log_verdict(spec: SearchSpec, run: RunFolder, verdict: dict[str, Any],
+                own_ranges: dict[str, Any]) -> None:
+    """The verdict's own W&B run, beside the trials' runs (search/verdict_wandb.py). Its config discloses the
+    strategies that searched ranges of their own (`per_strategy:`), as summary.md does: unequal tuning."""
     from dataclasses import asdict
 
     from tune_mtl.search.final_stage import FinalOptions
@@ -249,7 +251,7 @@ def log_verdict(spec: SearchSpec, run: RunFolder, verdict: dict[str, Any]) -> No
 
     objective = run.objective
     config = {"objective": objective, "final": asdict(FinalOptions.from_spec(spec)),
-              "num_samples": spec.search["num_samples"], "seed": spec.search["seed"]}
+              "num_samples": spec.search["num_samples"], "seed": spec.search["seed"], "own_ranges": own_ranges}
     log_to_wandb(run, verdict, f"test {objective['metric']} of {objective['task']}", config)
 
 
