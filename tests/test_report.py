@@ -141,7 +141,25 @@ def test_verdict_and_search_plots_with_caveats(tmp_path):
     assert any("random search" in c for c in caveats(summary))
     assert caveats({**summary, "verdict": None}) == [
         "one seed per configuration (no final stage): no error bars; re-run with --final-seeds N"]
+    own = {"slgrad": {"optimizer.lr": {"own": {"loguniform": [5e-4, 4e-3]}, "shared": {"loguniform": [1e-4, 1e-2]}}}}
+    disclosed = caveats({**summary, "own_ranges": own})[-1]  # unequal tuning said on every plot too
+    assert disclosed.startswith("slgrad searched its own optimizer.lr loguniform [0.0005, 0.004] (the others: ")
     for plot in (trials_per_strategy, final_seeds, learning_curves):
         path = plot(summary, tmp_path)
         assert path is not None and path.stat().st_size > 0
     assert final_seeds({**summary, "verdict": None}, tmp_path) is None
+
+
+def test_caveats_are_wrapped_inside_the_figure():
+    """Long caveats (the own-range disclosure is ~170 characters) wrap instead of running off the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tune_mtl.reporting.plots import _caveat_box, _subplots
+
+    own = {"slgrad": {"optimizer.lr": {"own": {"loguniform": [5e-4, 4e-3]}, "shared": {"loguniform": [1e-4, 1e-2]}}}}
+    fig, _ = _subplots((4.5, 4.2))
+    assert _caveat_box(fig, {"verdict": None, "own_ranges": own}) > 0
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    for text in fig.texts:
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y0 >= 0 and box.y1 <= fig.bbox.y1

@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tune_mtl.reporting.own_ranges import disclosure_lines
 from tune_mtl.storage.run_folder import RunFolder
 from tune_mtl.storage.secrets import is_masked
 
@@ -41,21 +42,30 @@ def _subplots(figsize: tuple[float, float], **grid: Any) -> tuple[Figure, Any]:
 
 
 def caveats(summary: dict[str, Any]) -> list[str]:
-    """What the search is too small to claim: the verdict's warnings, or, without a final stage, that every
-    number comes from one seed."""
+    """What the search is too small to claim (the verdict's warnings, or, without a final stage, that every
+    number comes from one seed), then which strategies were tuned in ranges of their own (unequal tuning)."""
     verdict = summary.get("verdict")
     if verdict:
-        return list(verdict.get("warnings", []))
-    return ["one seed per configuration (no final stage): no error bars; re-run with --final-seeds N"]
+        notes = list(verdict.get("warnings", []))
+    else:
+        notes = ["one seed per configuration (no final stage): no error bars; re-run with --final-seeds N"]
+    return notes + disclosure_lines(summary.get("own_ranges") or {})
+
+
+def _fitted(text: str, fig: Figure, fontsize: float) -> str:
+    """`text` wrapped to the figure's width (a character is about 0.6 em wide), so that nothing is cut off."""
+    return textwrap.fill(text, width=max(20, int(fig.get_figwidth() * 72 / (0.6 * fontsize))),
+                         subsequent_indent="  ")
 
 
 def _caveat_box(fig: Figure, summary: dict[str, Any]) -> float:
     """The caveats in red under the axes; returns the figure fraction they take (for _save)."""
-    notes = caveats(summary)
+    notes = [_fitted(f"! {n}", fig, 7) for n in caveats(summary)]
     if not notes:
         return 0.0
-    fig.text(0.01, 0.01, "\n".join(f"! {n}" for n in notes), fontsize=7, color="firebrick", va="bottom", ha="left")
-    return 0.02 + 0.035 * len(notes)
+    text = "\n".join(notes)
+    fig.text(0.01, 0.01, text, fontsize=7, color="firebrick", va="bottom", ha="left")
+    return 0.02 + 7 * 1.25 / 72 / fig.get_figheight() * (text.count("\n") + 1)  # 1.25 line spacing, in points
 
 
 def trials_per_strategy(summary: dict[str, Any], folder: Path) -> Path | None:
@@ -75,7 +85,7 @@ def trials_per_strategy(summary: dict[str, Any], folder: Path) -> Path | None:
               for name, values, s in groups]
     ax.set_xticks(range(1, len(groups) + 1), labels, fontsize=8)
     ax.set_ylabel(_objective_label(summary))
-    ax.set_title("every search trial (score: best validation epoch, one seed)", fontsize=10)
+    ax.set_title(_fitted("every search trial (score: best validation epoch, one seed)", fig, 10), fontsize=10)
     return _save(fig, folder / "trials_per_strategy.png", bottom=_caveat_box(fig, summary))
 
 
