@@ -69,3 +69,25 @@ def offline_run(folder: Path, pattern: str = ONE_RUN) -> dict:
         elif kind == "summary":
             summary.update({key_of(i): json.loads(i.value_json) for i in record.summary.update})
     return {"run": run, "history": history, "summary": summary}
+
+
+def every_offline_run(folder: Path) -> dict[str, dict]:
+    """Every offline run under folder/wandb, by display name, as it is on disk now (no waiting): its history rows
+    by step, final summary and whether wandb-core wrote its exit record (the run was closed completely)."""
+    runs: dict[str, dict] = {}
+    for path in sorted(folder.glob("wandb/offline-run-*/run-*.wandb")):
+        run, history, summary, closed = None, {}, {}, False
+        for record in read_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                run = record.run
+            elif kind == "history":
+                row = {key_of(i): json.loads(i.value_json) for i in record.history.item}
+                history[record.history.step.num] = {k: v for k, v in row.items() if not k.startswith("_")}
+            elif kind == "summary":
+                summary.update({key_of(i): json.loads(i.value_json) for i in record.summary.update})
+            closed = closed or kind == "exit"
+        name = run.display_name if run is not None else path.name
+        assert name not in runs, f"two offline runs named {name}"
+        runs[name] = {"history": history, "summary": summary, "closed": closed, "path": path}
+    return runs
