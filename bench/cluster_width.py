@@ -4,7 +4,9 @@ clocks (sub-second `started_at` / `wall_clock` in each result), on a local Ray h
 Default (issue 9): 16 slots, 4 strategies x 4 trials x 3 epochs, 1 CPU per trial, FIFO, default settings (no
 --max-concurrent-trials). It runs, in one process and one Ray instance:
 - the search with the engine's defaults, and the same with 1 strategy (fixed cost per extra strategy =
-  (wall_S - wall_1) / (S - 1));
+  (wall_S - wall_1) / (S - 1)); with --equal-total the 1-strategy search gets all S x T trials, so that the
+  difference is what a strategy costs beyond its trials' training, not S - 1 strategies' worth of training (the
+  figure a 2-core machine can show: `--cpus 1 --equal-total` runs every trial one after another);
 - first, one discarded search (it starts Ray's worker pool, which the measured searches then share);
 - with --baseline, the S-strategy search again with Tune's own pending-trial limit for a searcher (one
   pending trial, `TUNE_MAX_PENDING_TRIALS_PG=1`), what the engine overrides.
@@ -14,6 +16,7 @@ Figures: max and mean trials running at once (mean over the trials' span), utili
 goes to bench/results/cluster_width-<UTC time>.json; --json prints it.
 
     .venv/bin/python bench/cluster_width.py [--cpus 16] [--strategies 4] [--trials 4] [--epochs 3] [--baseline]
+                                            [--equal-total]
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ def space(strategies: list[str], trials: int, epochs: int) -> dict[str, Any]:
         "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-3, 1.0e-1]}},
         "training": {"batch_size": 32, "epochs": epochs},
         "strategies": strategies,
-        "search": {"num_samples": trials, "scheduler": "fifo", "seed": 0},
+        # No final stage: its re-training of each strategy's best is more work, not the search's width or cost.
+        "search": {"num_samples": trials, "scheduler": "fifo", "seed": 0, "final": {"seeds": 0}},
     }
 
 
@@ -64,12 +68,14 @@ def occupancy(intervals: list[tuple[float, float]], slots: int, wall: float, t0:
             "first_trial_after_s": min(s for s, _ in intervals) - t0}
 
 
-def one_search(root: Path, name: str, strategies: list[str], args, pending_one: bool) -> dict[str, Any]:
+def one_search(root: Path, name: str, strategies: list[str], args, pending_one: bool,
+               trials: int | None = None) -> dict[str, Any]:
     from tune_mtl.cli import main
     from tune_mtl.search import experiment
 
     config = root / f"{name}.yaml"
-    config.write_text(yaml.safe_dump(space(strategies, args.trials, args.epochs)))
+    trials = trials or args.trials
+    config.write_text(yaml.safe_dump(space(strategies, trials, args.epochs)))
     original = experiment.tune_env
     if pending_one:  # Tune's own limit for a search algorithm: one pending trial at a time
         experiment.tune_env = lambda pending: original(1)
@@ -88,7 +94,7 @@ def one_search(root: Path, name: str, strategies: list[str], args, pending_one: 
     for result in (root / name / "trials").glob("*/result.json"):
         rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         intervals.append((rows[0]["started_at"], rows[-1]["wall_clock"]))
-    assert len(intervals) == len(strategies) * args.trials, "every trial ran"
+    assert len(intervals) == len(strategies) * trials, "every trial ran"
     return {"strategies": len(strategies), "trials": len(intervals), "wall_s": wall,
             **occupancy(intervals, args.cpus, wall, t0)}
 
@@ -101,6 +107,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every search (median reported)")
     parser.add_argument("--baseline", action="store_true", help="also run with Tune's one pending trial")
+    parser.add_argument("--equal-total", action="store_true",
+                        help="the 1-strategy search runs all strategies x trials trials (same training in both)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -120,7 +128,9 @@ def main() -> None:
         one_search(Path(folder), "warmup", names, args, pending_one=False)
         for r in range(args.repeats):
             runs["engine"].append(one_search(Path(folder), f"s{r}", names, args, pending_one=False))
-            runs["engine_1_strategy"].append(one_search(Path(folder), f"one{r}", names[:1], args, pending_one=False))
+            one_trials = args.trials * len(names) if args.equal_total else args.trials
+            runs["engine_1_strategy"].append(one_search(Path(folder), f"one{r}", names[:1], args, pending_one=False,
+                                                        trials=one_trials))
             if args.baseline:
                 runs["one_pending_trial"].append(one_search(Path(folder), f"b{r}", names, args, pending_one=True))
     ray.shutdown()
@@ -131,7 +141,8 @@ def main() -> None:
     extra = [(a["wall_s"] - b["wall_s"]) / max(args.strategies - 1, 1)
              for a, b in zip(runs["engine"], runs["engine_1_strategy"], strict=True)]
     report = {"environment": timing.environment(), "slots": args.cpus, "strategies": args.strategies,
-              "trials_per_strategy": args.trials, "epochs": args.epochs, "repeats": args.repeats, "runs": runs,
+              "trials_per_strategy": args.trials, "epochs": args.epochs, "repeats": args.repeats,
+              "equal_total": args.equal_total, "runs": runs,
               "fixed_cost_per_extra_strategy_s": timing.summary(extra)}
     path = timing.save(report, "cluster_width")
     if args.json:
