@@ -218,3 +218,31 @@ def test_search_with_unreachable_online_wandb_logs_every_trial_offline(tmp_path,
         assert sorted(content["history"]) == [1, 2]
         best = min(content["history"][e]["val/objective"] for e in (1, 2))
         assert content["summary"]["score"] == pytest.approx(best)
+
+
+@pytest.mark.ray
+def test_every_trial_of_a_reused_worker_keeps_its_run(tmp_path):
+    """A search as a user runs it (launch.py: its own local Ray, shut down right after the search), one trial at a
+    time, so that one worker runs every trial with one wandb-core: each trial's offline run, the last one's
+    included, is complete (exit record), with every epoch Tune got and the trial's score in its summary."""
+    import subprocess
+    import sys
+
+    from tests.wandb_files import every_offline_run
+
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "launch.py", "search", "--strategies", "uniform", "--num-samples", "4", "--epochs", "3",
+           "--scheduler", "fifo", "--max-concurrent-trials", "1", "--final-seeds", "0", "--storage-path",
+           str(tmp_path), "--name", "run", "--quiet", "--wandb-mode", "offline"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled", "WANDB_SILENT": "true"}
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logged = every_offline_run(tmp_path / "run")
+    trials = sorted(p for p in (tmp_path / "run" / "trials").glob("uniform-*") if p.is_dir())
+    assert len(trials) == 4 and sorted(logged) == [f"uniform-{n}" for n in range(1, 5)]
+    for trial in trials:
+        results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        run = logged[trial.name]
+        assert run["closed"], f"{trial.name}: no exit record"
+        assert sorted(run["history"]) == [r["training_iteration"] for r in results] == [1, 2, 3]
+        assert run["summary"]["score"] == pytest.approx(results[-1]["score"])
