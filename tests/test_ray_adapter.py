@@ -35,3 +35,31 @@ def test_a_tuner_s_search_algorithm_and_storage_paths_are_reachable(tmp_path):
                        run_config=tune.RunConfig(storage_path=str(tmp_path)))
     assert ray_adapter.restored_search_alg(tuner) is search_alg
     assert ray_adapter.storage_fs_path(str(tmp_path / "run")) == str(tmp_path / "run")
+
+
+
+def test_a_stopped_trial_ends_before_fit_returns(tmp_path, ray_session):
+    """Tune stops the trial at its second result; its `finally` (3 s, as closing a W&B run takes a while) must be
+    over when `fit` returns, or the driver's `ray.shutdown()` right after `fit` would kill the worker in the
+    middle of it."""
+    from ray import tune
+
+    def stopped_trial_that_ends_slowly(config):  # defined here: Ray ships it by value (tests is no package)
+        import time
+        from pathlib import Path
+
+        try:
+            for step in range(1000):
+                tune.report({"step": step})
+        finally:
+            time.sleep(config["ending_s"])
+            Path(config["marker"]).write_text("ended")
+
+    marker = tmp_path / "ended"
+    trainable = ray_adapter.trainable_waiting_for_its_thread(stopped_trial_that_ends_slowly, timeout_s=30)
+    tuner = tune.Tuner(trainable, param_space={"ending_s": 3.0, "marker": str(marker)},
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), stop={"training_iteration": 2},
+                                                 verbose=0))
+    results = tuner.fit()
+    assert marker.exists()
+    assert results[0].metrics["training_iteration"] == 2

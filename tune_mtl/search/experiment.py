@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.stopper import Stopper
 
 from tune_mtl.core.keys import SCORE, TRACKING, TRIAL_NAME
+from tune_mtl.search import ray_adapter
 from tune_mtl.search.spec import SearchSpec
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 EXPERIMENT = "trials"  # the Tune experiment folder of a search: <run>/trials/<strategy>-<n>/
 # How often Tune snapshots the experiment (what --resume restores); Ray's default adapts up to minutes.
 EXPERIMENT_SNAPSHOT_S = "5"
+# How long a stopped trial's worker waits for the trial to finish its own ending (its W&B run closed and written:
+# tracking.py bounds that at 10 s, then 10 s more for its fallback) before Tune may end the worker.
+TRIAL_THREAD_WAIT_S = 30.0
 
 
 def trial_name(trial: Trial) -> str:
@@ -145,7 +149,8 @@ def make_trainable(spec: SearchSpec) -> Any:
 
     import_tensorboardx_without_torch()  # Tune's TensorBoard callback runs here, on the driver: no torch for it
     search = spec.search
-    return tune.with_resources(train_trial, {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]})
+    trainable = ray_adapter.trainable_waiting_for_its_thread(train_trial, TRIAL_THREAD_WAIT_S)
+    return tune.with_resources(trainable, {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]})
 
 
 def build_tuner(spec: SearchSpec, storage_path: str, objective: dict[str, Any], searcher: Searcher | None,
