@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+
+import pytest
+from launch_env import launch_env
 
 from tune_mtl.search import ray_adapter
 
@@ -63,3 +68,37 @@ def test_a_stopped_trial_ends_before_fit_returns(tmp_path, ray_session):
     results = tuner.fit()
     assert marker.exists()
     assert results[0].metrics["training_iteration"] == 2
+
+
+IDLE_WORKERS = """
+import time, psutil, ray
+from tune_mtl.search.cluster import connect, disconnect
+
+connect(None, prestart_workers={prestart})
+time.sleep(4)  # Ray prestarts right after the driver connects
+names = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True) if p.is_running()]
+print("idle workers:", sum(name.startswith("ray::IDLE") for name in names))
+disconnect()
+"""
+
+
+@pytest.mark.parametrize("prestart", [False, True])
+def test_a_new_local_ray_prestarts_idle_workers_only_when_asked(tmp_path, prestart):
+    done = subprocess.run([sys.executable, "-c", IDLE_WORKERS.format(prestart=prestart)], cwd=tmp_path,
+                          env=launch_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    idle = int(done.stdout.split("idle workers:")[1])
+    assert (idle > 0) == prestart
+
+
+@pytest.mark.parametrize(("search", "fills"), [
+    ({"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": None}, True),
+    ({"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": 16}, True),
+    ({"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": 1}, False),
+    ({"cpus_per_trial": 2, "gpus_per_trial": 0, "max_concurrent_trials": None}, False),
+    ({"cpus_per_trial": 1, "gpus_per_trial": 0.5, "max_concurrent_trials": None}, False),
+])
+def test_only_a_search_with_a_trial_per_cpu_wants_prestarted_workers(search, fills):
+    from tune_mtl.search.experiment import runs_a_trial_per_cpu
+
+    assert runs_a_trial_per_cpu(search, cpus=16) == fills

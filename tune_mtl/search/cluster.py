@@ -149,8 +149,10 @@ def check_client_server(target: Target) -> None:
 _connected_here = False  # whether `connect` (not a caller, e.g. a test's shared Ray) made this process's Ray
 
 
-def connect(address: str | None) -> None:
-    """Connect this process to Ray: a new local instance without an address, else the given cluster."""
+def connect(address: str | None, prestart_workers: bool = True) -> None:
+    """Connect this process to Ray: a new local instance without an address, else the given cluster.
+    `prestart_workers=False`: a new local instance does not prestart one idle worker per CPU (for a search
+    that never runs a trial on every CPU, those workers would idle, ~80 MB each, for the whole search)."""
     global _connected_here
     import ray
 
@@ -169,7 +171,9 @@ def connect(address: str | None) -> None:
         use_token_auth()
     try:
         # The dashboard needs ray[default] and is opt-in (`ray start --head --include-dashboard true`).
-        ray.init(address=target.address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        extra = ray_adapter.without_worker_prestart() if target.address == "local" and not prestart_workers else {}
+        ray.init(address=target.address, include_dashboard=False, configure_logging=False, log_to_driver=False,
+                 **extra)
     except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, AuthenticationError...
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise UserError(f"cannot connect to the Ray cluster at '{target.address}' ({target.said}): {first}") from None

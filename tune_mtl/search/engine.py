@@ -114,9 +114,9 @@ def prepare_cluster(spec: SearchSpec, address: str | None) -> int:
     """Connect to Ray and check that a trial fits on a node, before anything is written; returns how many
     trials fit at once."""
     from tune_mtl.search.cluster import alive_nodes, check_resources, connect
-    from tune_mtl.search.experiment import cluster_slots
+    from tune_mtl.search.experiment import cluster_slots, runs_a_trial_per_cpu
 
-    connect(address)
+    connect(address, prestart_workers=runs_a_trial_per_cpu(spec.search, os.cpu_count() or 1))
     nodes = alive_nodes()
     check_resources(spec.search, nodes)
     return cluster_slots(spec.search, nodes)

@@ -58,6 +58,15 @@ def cluster_slots(search: dict[str, Any], nodes: list[dict[str, Any]]) -> int:
     return max(slots, 1)
 
 
+def runs_a_trial_per_cpu(search: dict[str, Any], cpus: int) -> bool:
+    """Whether a search may run a trial on each of `cpus` CPUs at once (one CPU per trial, no GPU, no lower
+    `--max-concurrent-trials`): only then does each worker that a new local Ray prestarts (one per CPU, idle
+    until given an actor) get a trial. At one trial at a time the search was no slower without them and 80 MB
+    lighter per idle worker (bench/overhead.py, BENCHMARKS.md)."""
+    cap = search["max_concurrent_trials"]
+    return search["cpus_per_trial"] <= 1 and not search["gpus_per_trial"] and (not cap or cap >= cpus)
+
+
 def concurrency(search: dict[str, Any], slots: int, total_trials: int) -> int:
     cap = search["max_concurrent_trials"] or slots
     return max(1, min(cap, total_trials))

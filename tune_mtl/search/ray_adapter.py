@@ -5,7 +5,8 @@ the head started last on this machine, its GetClusterId call (to tell "requires 
 from "nothing there" within seconds, instead of 20 InvalidAuthToken lines and a 30 s wait), its token loader,
 and a re-read of its cached config after token mode is switched on. Resuming a moved run folder
 (relocation.py) needs the search algorithm of a restored Tuner and Ray's storage-path parser. A trial that Tune
-stops needs its training thread waited for (`trainable_waiting_for_its_thread`).
+stops needs its training thread waited for (`trainable_waiting_for_its_thread`). A new local instance that will
+not run a trial on every CPU starts without Ray's idle prestarted workers (`without_worker_prestart`).
 """
 
 from __future__ import annotations
@@ -91,3 +92,10 @@ def trainable_waiting_for_its_thread(train_func: Callable[[dict[str, Any]], None
 
     WaitingFunctionTrainable.__name__ = WaitingFunctionTrainable.__qualname__ = train_func.__name__
     return WaitingFunctionTrainable
+
+
+def without_worker_prestart() -> dict[str, Any]:
+    """`ray.init` arguments that keep a *new local* Ray from prestarting one idle worker per CPU for its first
+    driver (Ray's `prestart_worker_first_driver` system config, reachable only through the private
+    `_system_config`; `ray.init` refuses it when joining a running cluster)."""
+    return {"_system_config": {"prestart_worker_first_driver": False}}
