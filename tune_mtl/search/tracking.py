@@ -151,13 +151,12 @@ class WandbTrialLogger(TrialLogger):
 # this exit hook closes (or waits for the close of) every run still open. Measured on Ray 2.60: the cached worker
 # of a search's last trial ran its atexit handlers ~50 ms after fit() returned, and an exit hook that waited 1 s
 # for the trial's thread delayed the driver's ray.shutdown() instead of being cut.
-# NOT covered (as before this hook, when each close also stopped the service): a worker ended by SIGTERM (the
-# driver's ray.shutdown() right after fit(), while the stopped trial's thread is still closing) has its children,
-# wandb-core included, killed by Ray before any Python exit code runs, so the run of a trial that Tune stopped
-# early as the last of its worker can be lost (seen in 1 of 3 small ASHA searches with this code and with the
-# code before it); so can an open run of a worker killed outright (ray.kill after TUNE_FORCE_TRIAL_CLEANUP_S, a
-# lost node, SIGKILL). The fix belongs to the trainable: a stop() that waits (bounded) for the trial's thread,
-# which Tune awaits before fit() returns.
+# A worker ended by SIGTERM (the driver's ray.shutdown() right after fit()) has its children, wandb-core
+# included, killed by Ray before any Python exit code runs: the trainable's cleanup therefore waits (bounded) for
+# the trial's thread, so a stopped trial's close is over before fit() returns
+# (ray_adapter.trainable_waiting_for_its_thread; before it, the run of a trial ASHA stopped as the last of its
+# worker was lost in 1-2 of 3 small searches). NOT covered: an open run of a worker killed outright (ray.kill
+# after TUNE_FORCE_TRIAL_CLEANUP_S, a lost node, SIGKILL).
 OPEN_LOGGERS: set[WandbTrialLogger] = set()
 
 
