@@ -125,7 +125,7 @@ def test_trial_resources_and_concurrency_reach_tune(tmp_path):
     from tune_mtl.search.spec import load_spec
 
     spec = load_spec(None, {"cpus_per_trial": 2, "gpus_per_trial": 0.25, "max_concurrent_trials": 3})
-    assert make_trainable(spec)._resources.required_resources == {"CPU": 2.0, "GPU": 0.25}
+    assert make_trainable(spec).default_resource_request({}).required_resources == {"CPU": 2.0, "GPU": 0.25}
     objective = {"task": "task0", "metric": "mse", "mode": "min"}
     tuner = build_tuner(spec, str(tmp_path), objective, None, [], {}, total_trials=4, tune_verbose=0)
     assert tuner._local_tuner._tune_config.max_concurrent_trials == 3
