@@ -31,6 +31,7 @@ from typing import Any
 from tune_mtl.core.errors import UserError
 from tune_mtl.core.keys import SCORE
 from tune_mtl.search.experiment import EXPERIMENT
+from tune_mtl.search.experiment_state import put_back_cut_states
 from tune_mtl.search.final_stage import FinalStageInterrupted
 from tune_mtl.search.plan import (
     CATEGORICAL,
@@ -204,6 +205,8 @@ def run_experiment(spec: SearchSpec, run: RunFolder, options: RunOptions, optuna
     run.wandb_mode = tracking["wandb_mode"]  # offline if online W&B was unreachable (tracking.usable_mode)
     run.save()
     experiment_path = run.experiment(EXPERIMENT)
+    if resume:
+        put_back_cut_states(experiment_path)
     if resume and tune.Tuner.can_restore(experiment_path):
         tuner = exp.restore_tuner(spec, experiment_path, tracking)
     else:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from tune_mtl.core.keys import SCORE, TRIAL_NAME
 from tune_mtl.reporting import verdict as verdict_lib
 from tune_mtl.reporting.summary import UNFINISHED
+from tune_mtl.search.experiment_state import SnapshotSearcher, put_back_cut_states
 from tune_mtl.search.spec import Range, SearchSpec
 from tune_mtl.storage.run_folder import RunFolder
 
@@ -103,7 +104,7 @@ def fixed_configs_searcher(configs: list[dict[str, Any]]) -> Searcher:
 
     from ray.tune.search import Searcher
 
-    class FixedConfigs(Searcher):
+    class FixedConfigs(SnapshotSearcher):
         def __init__(self) -> None:
             super().__init__()
             self.configs, self.next = list(configs), 0
@@ -220,6 +221,7 @@ def run_final_stage(spec: SearchSpec, run: RunFolder, best_configs: dict[str, li
     if FINAL not in run.finished:
         chosen = {name: configs[: options.top_k] for name, configs in best_configs.items()}
         configs = final_trial_configs(chosen, final_seeds(spec.search["seed"], options.seeds))
+        put_back_cut_states(path)
         if tune.Tuner.can_restore(path):
             tuner = tune.Tuner.restore(path, _trainable(spec), resume_unfinished=True, resume_errored=True)
         else:

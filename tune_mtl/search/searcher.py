@@ -39,6 +39,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from tune_mtl.core.keys import DIVERGED, SCORE_EPOCH, TRIAL_NAME
+from tune_mtl.search.experiment_state import SnapshotSearcher
 from tune_mtl.search.optuna_adapter import reattach, storage_id
 
 # User attributes that link an Optuna trial to the other views of the same trial.
@@ -101,7 +102,7 @@ class _State:
     live: dict[str, Handed] = field(default_factory=dict)  # Tune trial id -> its Optuna trial
 
 
-class StudySearcher(Searcher):
+class StudySearcher(SnapshotSearcher):
     def __init__(self, setups: list[StudySetup], storage: optuna.storages.BaseStorage | None,
                  objectives: Objectives, experiment_path: str, wandb_group: str) -> None:
         single = len(objectives.keys) == 1
