@@ -127,6 +127,9 @@ BREAKAGES = [
     Breakage("a stopped trial's ending not waited for", "tune_mtl/search/ray_adapter.py",
              "                threading.Thread.join(thread, timeout_s)", "                pass",
              ("tests/test_ray_adapter.py::k=stopped_trial",)),
+    Breakage("a cut experiment state not put back on resume", "tune_mtl/search/engine.py",
+             "        put_back_cut_states(experiment_path)", "        pass",
+             ("tests/test_experiment_state.py::k=killed",)),
     Breakage("final stage: a Ctrl-C marks it finished", "tune_mtl/search/final_stage.py",
              "        if missing:", "        if False:", ("tests/test_final_stage_resume.py",)),
 ]
