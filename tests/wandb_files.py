@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import struct
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 BLOCK, HEADER = 32768, 7  # LevelDB log format: 32 KiB blocks of records with a 7-byte header (crc, length, type)
 FULL, LAST = 1, 4
@@ -58,8 +60,14 @@ def closed_records(folder: Path, wait_s: float = 20.0, pattern: str = ONE_RUN) -
 def offline_run(folder: Path, pattern: str = ONE_RUN) -> dict:
     """The one offline run under folder/wandb (the one `pattern` matches): its run record, history rows by step
     and final summary."""
-    run, history, summary = None, {}, {}
-    for record in closed_records(folder, pattern=pattern):
+    run, history, summary, _ = parse_records(closed_records(folder, pattern=pattern))
+    return {"run": run, "history": history, "summary": summary}
+
+
+def parse_records(records: Iterable[Any]) -> tuple[Any, dict, dict, bool]:
+    """(the run record, history rows by step, the final summary, whether an exit record was written)."""
+    run, history, summary, closed = None, {}, {}, False
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
@@ -68,7 +76,8 @@ def offline_run(folder: Path, pattern: str = ONE_RUN) -> dict:
             history[record.history.step.num] = {k: v for k, v in row.items() if not k.startswith("_")}
         elif kind == "summary":
             summary.update({key_of(i): json.loads(i.value_json) for i in record.summary.update})
-    return {"run": run, "history": history, "summary": summary}
+        closed = closed or kind == "exit"
+    return run, history, summary, closed
 
 
 def every_offline_run(folder: Path) -> dict[str, dict]:
@@ -76,17 +85,7 @@ def every_offline_run(folder: Path) -> dict[str, dict]:
     by step, final summary and whether wandb-core wrote its exit record (the run was closed completely)."""
     runs: dict[str, dict] = {}
     for path in sorted(folder.glob("wandb/offline-run-*/run-*.wandb")):
-        run, history, summary, closed = None, {}, {}, False
-        for record in read_records(path):
-            kind = record.WhichOneof("record_type")
-            if kind == "run":
-                run = record.run
-            elif kind == "history":
-                row = {key_of(i): json.loads(i.value_json) for i in record.history.item}
-                history[record.history.step.num] = {k: v for k, v in row.items() if not k.startswith("_")}
-            elif kind == "summary":
-                summary.update({key_of(i): json.loads(i.value_json) for i in record.summary.update})
-            closed = closed or kind == "exit"
+        run, history, summary, closed = parse_records(read_records(path))
         name = run.display_name if run is not None else path.name
         assert name not in runs, f"two offline runs named {name}"
         runs[name] = {"history": history, "summary": summary, "closed": closed, "path": path}
