@@ -113,6 +113,23 @@ def test_an_errored_trial_is_listed_with_its_reason(tmp_path, ray_session):
                                   "reason": "ValueError: boom: the strategy exploded"}]
 
 
+@pytest.mark.ray
+def test_epochs_a_resumed_trial_ran_again_count_once_with_the_values_of_the_re_run(tmp_path, ray_session):
+    """A trial resumed from a checkpoint older than its last result appends those epochs again."""
+    from ray import tune
+
+    from tune_mtl.reporting.summary import load_trials, trial_score
+
+    def rewound(config):
+        for epoch, value in ((1, 0.9), (2, 0.8), (3, 0.7), (2, 0.6), (3, 0.5)):
+            tune.report({"val/objective": value, "score": value, "epoch": epoch})
+
+    tune.Tuner(rewound, run_config=tune.RunConfig(name="e", storage_path=str(tmp_path), verbose=0)).fit()
+    [row] = load_trials(str(tmp_path / "e"))
+    assert [(r["epoch"], r["val/objective"]) for r in row["history"]] == [(1, 0.9), (2, 0.6), (3, 0.5)]
+    assert trial_score(row)["val"] == 0.5
+
+
 def test_the_importance_method_named_on_the_plot_is_the_one_optuna_uses(tmp_path):
     from tune_mtl.reporting.plots import IMPORTANCE_METHOD
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -102,6 +102,31 @@ def _read_error(trial: Any) -> str:  # a ray.tune Trial
         return "error (no error file)"
 
 
+def _epoch_of(row: Mapping[str, Any]) -> float:
+    for key in ("epoch", "training_iteration"):
+        if _finite(row.get(key)):
+            return float(row[key])
+    return math.inf  # a row without either (none of ours): kept, after the numbered ones
+
+
+def one_row_per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trial's history with one row per epoch, in epoch order, the latest row of each kept.
+
+    A resumed trial restarts from the newest checkpoint that Tune's last experiment snapshot recorded (one every
+    `search.experiment.EXPERIMENT_SNAPSHOT_S` seconds), so the epochs it reported after that snapshot (its last
+    one too, if it finished just before a crash) run again and append to its result file; the re-run rows are
+    the ones its continuation built on."""
+    latest: dict[float, dict[str, Any]] = {}
+    unnumbered = []
+    for row in history:
+        epoch = _epoch_of(row)
+        if epoch == math.inf:
+            unnumbered.append(row)
+        else:
+            latest[epoch] = row
+    return [latest[epoch] for epoch in sorted(latest)] + unnumbered
+
+
 def load_trials(experiment_path: str) -> list[dict[str, Any]]:
     """One row per Tune trial of an experiment: config, per-epoch history, status and failure reason."""
     from ray.tune import ExperimentAnalysis, Tuner
@@ -114,7 +139,7 @@ def load_trials(experiment_path: str) -> list[dict[str, Any]]:
     rows = []
     for trial in analysis.trials:
         frame = frames.get(trial.trial_id, frames.get(str(trial.path)))  # keyed by id in Ray 2.60
-        history = frame.to_dict("records") if frame is not None and len(frame) else []
+        history = one_row_per_epoch(frame.to_dict("records")) if frame is not None and len(frame) else []
         last = history[-1] if history else {}
         if trial.status == "ERROR":
             error = _read_error(trial)
