@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -17,9 +18,13 @@ def test_the_private_pieces_import_and_answer(monkeypatch, tmp_path):
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
     assert ray_adapter.local_token() is None
-    monkeypatch.setenv("RAY_AUTH_TOKEN", "a" * 32)
-    assert ray_adapter.local_token() == "a" * 32
+    with monkeypatch.context() as token:
+        token.setenv("RAY_AUTH_TOKEN", "a" * 32)
+        assert ray_adapter.local_token() == "a" * 32
+    # Ray caches its config and the token process-wide: re-read both without the token, or a later ray.init in
+    # this process starts a cluster whose workers die before they run anything.
     ray_adapter.reload_config()
+    assert ray_adapter.local_token() is None
     address = ray_adapter.recorded_head_address()
     assert address is None or ":" in address
 
@@ -89,6 +94,32 @@ def test_a_new_local_ray_prestarts_idle_workers_only_when_asked(tmp_path, presta
     assert done.returncode == 0, done.stderr
     idle = int(done.stdout.split("idle workers:")[1])
     assert (idle > 0) == prestart
+
+
+LOCAL_RAY = """
+import json, time, psutil, ray
+from tune_mtl.search.cluster import connect, disconnect
+
+connect(None, prestart_workers=False)
+names = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True) if p.is_running()]
+answer = ray.get(ray.remote(lambda: 42).remote())
+start = time.monotonic()
+disconnect()
+print(json.dumps({"names": names, "answer": answer, "shutdown_s": time.monotonic() - start}))
+"""
+
+
+def test_a_new_local_ray_starts_without_its_idle_api_server_and_autoscaler_monitor(tmp_path):
+    done = subprocess.run([sys.executable, "-c", LOCAL_RAY], cwd=tmp_path, env=launch_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    local = json.loads(done.stdout.strip().splitlines()[-1])
+    assert local["answer"] == 42
+    assert any("raylet" in name for name in local["names"]) and any("gcs_server" in name for name in local["names"])
+    idle = ("dashboard/dashboard.py", "autoscaler/_private/monitor.py")
+    assert not [name for name in local["names"] if any(path in name for path in idle)]
+    # The monitor ignored SIGTERM: Ray waited a full second before killing it at every search's end.
+    assert local["shutdown_s"] < 0.9, local["shutdown_s"]
 
 
 @pytest.mark.parametrize(("search", "fills"), [

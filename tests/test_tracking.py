@@ -246,3 +246,44 @@ def test_every_trial_of_a_reused_worker_keeps_its_run(tmp_path):
         assert run["closed"], f"{trial.name}: no exit record"
         assert sorted(run["history"]) == [r["training_iteration"] for r in results] == [1, 2, 3]
         assert run["summary"]["score"] == pytest.approx(results[-1]["score"])
+
+
+class RecordingLogger(tracking.TrialLogger):
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def log(self, metrics, step):
+        self.calls.append(("log", step))
+
+    def summary(self, values):
+        self.calls.append(("summary",))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_a_logger_opened_in_background_gets_every_call_once_open():
+    opened = RecordingLogger()
+
+    def slow_open():
+        time.sleep(0.3)  # a process's first W&B run takes this long and more
+        return opened
+
+    start = time.monotonic()
+    logger = tracking.LoggerOpenedInBackground(slow_open)
+    assert time.monotonic() - start < 0.1, "the trial goes on while its logger opens"
+    logger.log({"val/objective": 1.0}, step=1)
+    logger.summary({"score": 1.0})
+    logger.close()
+    assert opened.calls == [("log", 1), ("summary",), ("close",)]
+
+
+def test_a_logger_that_cannot_open_fails_the_trial_at_its_first_call_once():
+    def failing_open():
+        raise RuntimeError("wandb.init timed out")
+
+    logger = tracking.LoggerOpenedInBackground(failing_open)
+    with pytest.raises(RuntimeError, match="timed out"):
+        logger.log({"val/objective": 1.0}, step=1)
+    logger.summary({"score": 1.0})  # the trial's `finally` then closes without raising it again
+    logger.close()

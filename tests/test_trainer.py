@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tune_mtl.training.trainer import Trainer, TrialDiverged
+from tune_mtl.training.trainer import EpochInterrupted, Trainer, TrialDiverged
 
 CONFIG = {
     "dataset": {"name": "toy_regression", "num_tasks": 2, "input_dim": 20},
@@ -51,6 +51,21 @@ def test_resume_from_state_continues_exactly():
     assert resumed.epoch == 1
     resumed.run_epoch()
     assert torch.equal(params(straight), params(resumed))
+
+
+def test_an_epoch_ends_at_the_first_step_its_caller_asks_it_to_stop():
+    trainer = Trainer({**CONFIG, "strategy": "uniform"})
+    before = params(trainer).clone()
+    asked = []
+
+    def stop_at_the_fourth_step():
+        asked.append(trainer.step)
+        return len(asked) == 4
+
+    with pytest.raises(EpochInterrupted):
+        trainer.run_epoch(stop_at_the_fourth_step)
+    assert trainer.step == 3 and trainer.epoch == 0, "three steps trained, the epoch not counted"
+    assert not torch.equal(params(trainer), before)
 
 
 def test_divergence_raises_with_reason():

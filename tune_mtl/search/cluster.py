@@ -172,8 +172,9 @@ def connect(address: str | None, prestart_workers: bool = True) -> None:
     try:
         # The dashboard needs ray[default] and is opt-in (`ray start --head --include-dashboard true`).
         extra = ray_adapter.without_worker_prestart() if target.address == "local" and not prestart_workers else {}
-        ray.init(address=target.address, include_dashboard=False, configure_logging=False, log_to_driver=False,
-                 **extra)
+        with ray_adapter.local_ray_without_idle_services():
+            ray.init(address=target.address, include_dashboard=False, configure_logging=False, log_to_driver=False,
+                     **extra)
     except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, AuthenticationError...
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise UserError(f"cannot connect to the Ray cluster at '{target.address}' ({target.said}): {first}") from None

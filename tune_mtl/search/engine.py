@@ -115,8 +115,10 @@ def prepare_cluster(spec: SearchSpec, address: str | None) -> int:
     """Connect to Ray and check that a trial fits on a node, before anything is written; returns how many
     trials fit at once."""
     from tune_mtl.search.cluster import alive_nodes, check_resources, connect
+    from tune_mtl.search.driver_imports import WHILE_RAY_STARTS, import_in_background
     from tune_mtl.search.experiment import cluster_slots, runs_a_trial_per_cpu
 
+    import_in_background(WHILE_RAY_STARTS)
     connect(address, prestart_workers=runs_a_trial_per_cpu(spec.search, os.cpu_count() or 1))
     nodes = alive_nodes()
     check_resources(spec.search, nodes)

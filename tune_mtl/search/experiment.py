@@ -157,6 +157,7 @@ def make_trainable(spec: SearchSpec) -> Any:
     from tune_mtl.search.trainable import train_trial
 
     import_tensorboardx_without_torch()  # Tune's TensorBoard callback runs here, on the driver: no torch for it
+    ray_adapter.without_callback_telemetry()  # nor wandb
     search = spec.search
     trainable = ray_adapter.trainable_waiting_for_its_thread(train_trial, TRIAL_THREAD_WAIT_S)
     return tune.with_resources(trainable, {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]})

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,42 @@ def open_run(settings: dict[str, Any], trial_name: str, strategy: str, config: d
         settings=wandb.Settings(console="off", silent=True, save_code=False, x_save_requirements=False,
                                 init_timeout=TRIAL_INIT_TIMEOUT_S),
     )
+
+
+class LoggerOpenedInBackground(TrialLogger):
+    """A trial's logger opened by a thread of its own while the trial builds its trainer and trains.
+
+    A process's first W&B run costs ~0.9 s before it can log (importing wandb, starting wandb-core): on the
+    trial's path, that delayed every worker's first epoch by as much. Every call waits until the logger is open
+    and raises, once, what opening it raised; `close` always waits, so a run is never left open."""
+
+    def __init__(self, open_logger: Callable[[], TrialLogger]) -> None:
+        self._logger: TrialLogger = TrialLogger()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._open, args=(open_logger,), daemon=True, name="trial-logger")
+        self._thread.start()
+
+    def _open(self, open_logger: Callable[[], TrialLogger]) -> None:
+        try:
+            self._logger = open_logger()
+        except BaseException as err:  # raised in the trial's own thread, at its next call
+            self._error = err
+
+    def _opened(self) -> TrialLogger:
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._logger
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self._opened().log(metrics, step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        self._opened().summary(values)
+
+    def close(self) -> None:
+        self._opened().close()
 
 
 def trial_logger(settings: dict[str, Any] | None, trial_name: str, strategy: str,

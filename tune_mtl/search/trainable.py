@@ -1,4 +1,5 @@
-"""The Ray Tune trainable: a trial config -> `Trainer`, one `tune.report` (with a checkpoint) per epoch.
+"""The Ray Tune trainable: a trial config -> `Trainer`, one `tune.report` (with a checkpoint) per epoch, made
+from a thread of its own while the next epoch trains (background_reports.py).
 
 One score per trial: every epoch reports keys.SCORE (the best validation objective so far: the trial is
 scored at its best epoch, i.e. early stopping), keys.SCORE_EPOCH and, under keys.AT_SCORE, every val/ and
@@ -23,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -169,6 +171,21 @@ def existing_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
     return tune.Checkpoint(max(saved)[1], filesystem=filesystem)
 
 
+def write_checkpoint(trainer: Trainer, score: Score) -> str:
+    """A new folder holding the trainer's state, the score and, written last, the epoch (see existing_checkpoint)."""
+    import torch
+
+    folder = tempfile.mkdtemp(prefix="checkpoint-")
+    try:
+        torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT_FILE)
+        score.save(Path(folder))
+        (Path(folder) / EPOCH_FILE).write_text(json.dumps({"epoch": trainer.epoch}))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
+
+
 def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], str | None, dict[str, Any] | None]:
     """(the Trainer's config, the trial name, the W&B settings): TrialConfig accepts only its own keys."""
     config = copy.deepcopy(dict(config))
@@ -191,42 +208,52 @@ def run_trial(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from tune_mtl.search.tracking import trial_logger
-    from tune_mtl.training.trainer import Trainer, TrialDiverged
+    from tune_mtl.search.background_reports import BackgroundReports
+    from tune_mtl.search.ray_adapter import trial_stop_event
+    from tune_mtl.search.tracking import LoggerOpenedInBackground, trial_logger
+    from tune_mtl.training.trainer import EpochInterrupted, Trainer, TrialDiverged
 
     started_at = time.time()
     torch.set_num_threads(assigned_cpus())  # N trials on N cores: one intra-op thread each, not N each
     trainer_config, name, tracking = split_config(config)
     name = name or tune.get_context().get_trial_name()
-    trainer = Trainer(trainer_config, device=pick_device())
-    score = Score(trainer.objective.mode)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        load_checkpoint(trainer, existing_checkpoint(checkpoint), score)
-    logger = trial_logger(tracking, name, trainer_config["strategy"]["name"], trainer_config)
+    reports = BackgroundReports(trial_stop_event())
+    # Opened while the trainer is built: a worker's first W&B run takes ~0.9 s to open.
+    logger = LoggerOpenedInBackground(
+        lambda: trial_logger(tracking, name, trainer_config["strategy"]["name"], trainer_config))
+    score: Score | None = None
     try:
+        trainer = Trainer(trainer_config, device=pick_device())
+        score = Score(trainer.objective.mode)
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            load_checkpoint(trainer, existing_checkpoint(checkpoint), score)
         epochs = trainer.cfg.training["epochs"]
         while trainer.epoch < epochs:
             try:
-                metrics = trainer.run_epoch()
+                metrics = trainer.run_epoch(reports.stop_requested)
             except TrialDiverged as err:
                 # A diverged trial has no score (Optuna: FAIL), whatever its epochs before scored.
                 result = {**failure_result(trainer, str(err)), SCORE: math.nan, SCORE_EPOCH: 0}
                 logger.log(result, step=trainer.epoch)
                 logger.close()  # before the last report: Tune may end this worker right after it
-                tune.report(result)
+                reports.send(result)
+                reports.finish()
                 return
+            except EpochInterrupted:
+                reports.finish()  # raises SystemExit when the stop came through a report
+                raise SystemExit(0) from None  # Tune stopped the trial: end it as a direct report would
             score.update(metrics, trainer.epoch, trainer.model)
             result = {**metrics, **score.result(), STARTED_AT: started_at, WALL_CLOCK: time.time()}
             logger.log(result, step=trainer.epoch)
             if trainer.epoch >= epochs:  # W&B complete before the last report: Tune may end the worker after it
                 logger.summary(score.result())
                 logger.close()
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT_FILE)
-                score.save(Path(folder))
-                (Path(folder) / EPOCH_FILE).write_text(json.dumps({"epoch": trainer.epoch}))  # written last
-                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+            # The next epoch trains while Tune processes this one; `reports` removes the folder once Tune has
+            # copied it.
+            reports.send(result, write_checkpoint(trainer, score))
+        reports.finish()
     finally:
-        logger.summary(score.result())
+        if score is not None:
+            logger.summary(score.result())
         logger.close()

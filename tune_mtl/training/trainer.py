@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 class TrialDiverged(RuntimeError):
     """The training loss became NaN or infinite: the trial ends as failed with this reason."""
+
+
+class EpochInterrupted(Exception):
+    """The caller's `should_stop` asked the epoch to end early (the search stopped the trial)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -133,12 +137,14 @@ class Trainer:
         assert self.val_batches is not None
         return to_device(next(self.val_batches), self.device)
 
-    def train_epoch(self) -> dict[str, float]:
+    def train_epoch(self, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
         self.val_batches = None  # a fresh, epoch-seeded validation stream
         loss_sum = torch.zeros(len(self.tasks), device=self.device)
         log_sums: dict[str, float] = defaultdict(float)
         batches = 0
         for batch in self.train_loader:
+            if should_stop is not None and should_stop():
+                raise EpochInterrupted(f"stopped during epoch {self.epoch + 1}")
             task_losses, logs = self.train_step(batch)
             loss_sum += task_losses
             for key, value in logs.items():
@@ -177,8 +183,13 @@ class Trainer:
         out[f"{split}/objective"] = self.objective.value(out, split, self.tasks)
         return out
 
-    def run_epoch(self) -> dict[str, float]:
-        metrics = self.train_epoch()
+    def run_epoch(self, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+        """One epoch of training, then validation and test. `should_stop` is asked before every training step;
+        when it answers yes the epoch ends there with EpochInterrupted, leaving the trainer mid-epoch (its last
+        end-of-epoch checkpoint is what a stopped trial keeps)."""
+        metrics = self.train_epoch(should_stop)
+        if should_stop is not None and should_stop():
+            raise EpochInterrupted(f"stopped after training epoch {self.epoch}")
         metrics.update(self.evaluate("val"))
         metrics.update(self.evaluate("test"))
         metrics["epoch"] = self.epoch
