@@ -122,3 +122,11 @@ def test_a_trial_tune_stops_ends_within_a_step(tmp_path, ray_session):
     assert results[0].metrics["epoch"] == 2
     steps = int(marker.read_text())
     assert 80 <= steps <= 84, f"{steps} steps: the stop came during epoch 3 and ended it within a step"
+
+
+def test_settle_waits_for_the_report_in_flight_and_raises_nothing(fake_tune):
+    fake_tune.report_s, fake_tune.raise_at = 0.2, {1: OSError("lost")}
+    reports = BackgroundReports(None)
+    reports.send({"epoch": 1})
+    reports.settle()
+    assert len(fake_tune.calls) == 1, "the report had returned"

@@ -55,6 +55,11 @@ class BackgroundReports:
         """Wait for the last report; raise what it raised (SystemExit if Tune stopped the trial)."""
         self._wait_for_previous()
 
+    def settle(self) -> None:
+        """Wait for a report in flight, raising nothing: for a trial ending on an error of its own, so that
+        whatever it reports next (a configuration error) cannot overtake it."""
+        self._idle.wait()
+
     def _wait_for_previous(self) -> None:
         self._idle.wait()
         if self._error is not None:

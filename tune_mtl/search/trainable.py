@@ -254,6 +254,7 @@ def run_trial(config: dict[str, Any]) -> None:
             reports.send(result, write_checkpoint(trainer, score))
         reports.finish()
     finally:
+        reports.settle()
         if score is not None:
             logger.summary(score.result())
         logger.close()
