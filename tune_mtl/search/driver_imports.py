@@ -1,9 +1,9 @@
 """What the search driver imports, and when.
 
-Torch-free: Tune's default TensorBoard callback runs on the driver and imports tensorboardX, whose writer module imports
-torch when it is installed, only to name `torch.Tensor` in type hints (`numpy_compatible`); the values the
-callback logs are floats. Importing tensorboardX with torch hidden keeps ~0.5 GB and 1-3 s of start-up off the
-driver (issue 9; tests/test_torch_free_driver.py runs a search whose driver cannot import torch).
+Torch-free: Tune's default TensorBoard callback runs on the driver and imports tensorboardX, whose writer module
+imports torch when it is installed, only to name `torch.Tensor` in type hints (`numpy_compatible`); the values
+the callback logs are floats. Importing tensorboardX with torch hidden keeps ~0.5 GB and 1-3 s of start-up off
+the driver (issue 9; tests/test_torch_free_driver.py runs a search whose driver cannot import torch).
 
 While Ray starts: `ray.init` spends most of its ~1.5 s waiting for Ray's processes, and right after it the
 driver opens the Optuna storage, whose imports (Optuna, SQLAlchemy, Alembic) take ~0.5 s on 2 cores. A thread
