@@ -97,15 +97,14 @@ def test_a_new_local_ray_prestarts_idle_workers_only_when_asked(tmp_path, presta
 
 
 LOCAL_RAY = """
-import json, time, psutil, ray
+import json, psutil, ray
 from tune_mtl.search.cluster import connect, disconnect
 
 connect(None, prestart_workers=False)
 names = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True) if p.is_running()]
 answer = ray.get(ray.remote(lambda: 42).remote())
-start = time.monotonic()
 disconnect()
-print(json.dumps({"names": names, "answer": answer, "shutdown_s": time.monotonic() - start}))
+print(json.dumps({"names": names, "answer": answer}))
 """
 
 
@@ -118,8 +117,6 @@ def test_a_new_local_ray_starts_without_its_idle_api_server_and_autoscaler_monit
     assert any("raylet" in name for name in local["names"]) and any("gcs_server" in name for name in local["names"])
     idle = ("dashboard/dashboard.py", "autoscaler/_private/monitor.py")
     assert not [name for name in local["names"] if any(path in name for path in idle)]
-    # The monitor ignored SIGTERM: Ray waited a full second before killing it at every search's end.
-    assert local["shutdown_s"] < 0.9, local["shutdown_s"]
 
 
 @pytest.mark.parametrize(("search", "fills"), [
