@@ -102,11 +102,11 @@ def _read_error(trial: Any) -> str:  # a ray.tune Trial
         return "error (no error file)"
 
 
-def _epoch_of(row: Mapping[str, Any]) -> float:
+def _epoch_of(row: Mapping[str, Any]) -> float | None:
     for key in ("epoch", "training_iteration"):
         if _finite(row.get(key)):
             return float(row[key])
-    return math.inf  # a row without either (none of ours): kept, after the numbered ones
+    return None  # a row without either (none of ours): kept, after the numbered ones
 
 
 def one_row_per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,7 +120,7 @@ def one_row_per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     unnumbered = []
     for row in history:
         epoch = _epoch_of(row)
-        if epoch == math.inf:
+        if epoch is None:
             unnumbered.append(row)
         else:
             latest[epoch] = row
