@@ -102,12 +102,11 @@ def test_worker_node_dies_and_its_trials_resume_elsewhere(tmp_path):
     restored = []
     for trial in dirs:
         rows = history(trial)
-        assert rows[-1]["epoch"] == 4 and not rows[-1].get("diverged"), "every trial has a final result"
-        epochs = [r["epoch"] for r in rows]
-        # Resumed, never restarted: epochs only go up. A node that dies right after the checkpoint of an epoch
-        # is registered but before Tune logged that epoch's result leaves that one line out of result.json
-        # (Tune's order); the retry continues after it, so no epoch is trained twice or lost.
-        assert epochs == sorted(set(epochs)) and epochs[0] == 1, epochs
+        # Resumed, never restarted, and every epoch logged once: a retried trial's log keeps the lines its driver
+        # wrote since the last snapshot (ray_adapter.loggers_keeping_the_driver_s_own_log; Ray's own loggers
+        # put the snapshot's copy back, and this test saw epochs 1, 3, 4 or an empty log).
+        assert [r["epoch"] for r in rows] == [1, 2, 3, 4], trial.name
+        assert not rows[-1].get("diverged")
         # After a retry Tune restarts iterations_since_restore at 1; the trainer's epoch continues.
         restored += [r["epoch"] for r in rows[1:] if r["iterations_since_restore"] == 1]
     assert restored and min(restored) > 1, "a killed trial resumed from its checkpoint, not from epoch 1"

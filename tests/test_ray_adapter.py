@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from launch_env import launch_env
@@ -130,3 +131,67 @@ def test_only_a_search_with_a_trial_per_cpu_wants_prestarted_workers(search, fil
     from tune_mtl.search.experiment import runs_a_trial_per_cpu
 
     assert runs_a_trial_per_cpu(search, cpus=16) == fills
+
+
+def retried_trial(tmp_path):
+    """A real Tune trial with a checkpoint (what Ray's loggers look at before they restore its log)."""
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    storage = StorageContext(storage_path=str(tmp_path / "runs"), experiment_dir_name="trials",
+                             trial_dir_name="uniform-1")
+    trial = Trial("train_trial", config={}, storage=storage, stub=True)
+    trial.relative_logdir = "uniform-1"
+    (tmp_path / "checkpoint").mkdir()
+    trial.run_metadata.checkpoint_manager.register_checkpoint(
+        _TrainingResult(checkpoint=Checkpoint(str(tmp_path / "checkpoint")), metrics={"epoch": 1}))
+    return trial
+
+
+def epoch_lines(epochs: int | None) -> str:
+    return "".join(json.dumps({"epoch": e}) + "\n" for e in range(1, (epochs or 0) + 1))
+
+
+@pytest.mark.parametrize(("staged", "synced", "kept"), [
+    (2, 1, 2),  # a retry after a lost node: the run folder's copy is a snapshot behind the driver's own log
+    (2, None, 2),  # never synced yet
+    (0, 0, 0),
+    (None, 2, 2),  # a resumed search: a new driver, no log of its own yet
+    (1, 3, 3),  # cannot be this driver's own newer log: the longer copy is restored
+])
+def test_a_retried_trial_keeps_the_log_its_driver_wrote(tmp_path, ray_session, staged, synced, kept):
+    trial = retried_trial(tmp_path)
+    assert trial.checkpoint is not None  # Ray's loggers restore the run folder's copy only then
+    staging, run = Path(trial.local_path), Path(trial.path)
+    assert staging != run
+    for folder, epochs in ((staging, staged), (run, synced)):
+        folder.mkdir(parents=True, exist_ok=True)
+        for log in ("result.json", "progress.csv"):
+            if epochs is not None:
+                (folder / log).write_text(epoch_lines(epochs))
+    for callback in ray_adapter.loggers_keeping_the_driver_s_own_log():  # each restores before its first line
+        callback.log_trial_result(1, trial, {"epoch": 99})
+        callback.log_trial_end(trial)
+    for log in ("result.json", "progress.csv"):
+        lines = (staging / log).read_text().splitlines()
+        # the kept log, then the new result (after a header, in a CSV file begun anew)
+        assert lines[:kept] == epoch_lines(kept).splitlines() and lines[kept:-1] in ([], ["epoch"]), (log, lines)
+        assert "99" in lines[-1]
+
+
+def test_the_search_and_its_final_stage_log_through_those_loggers(tmp_path):
+    from tune_mtl.search.experiment import build_tuner
+    from tune_mtl.search.final_stage import build_final_tuner
+    from tune_mtl.search.spec import load_spec
+    from tune_mtl.storage.run_folder import RunFolder
+
+    spec = load_spec(None, {})
+    objective = {"task": "task0", "metric": "mse", "mode": "min"}
+    run = RunFolder(name="run", local=str(tmp_path), tune_storage=str(tmp_path), objective=objective)
+    for tuner in (build_tuner(spec, str(tmp_path), objective, None, [], {}, total_trials=4, tune_verbose=0),
+                  build_final_tuner(spec, run, [])):
+        names = sorted(type(c).__name__ for c in tuner._local_tuner._run_config.callbacks)
+        assert [n for n in names if "Logger" in n] == ["CSVLoggerCallbackKeepingOwnLog",
+                                                       "JsonLoggerCallbackKeepingOwnLog"]

@@ -194,7 +194,7 @@ def build_tuner(spec: SearchSpec, storage_path: str, objective: dict[str, Any], 
         run_config=tune.RunConfig(
             name=EXPERIMENT,
             storage_path=storage_path,
-            callbacks=callbacks,
+            callbacks=[*callbacks, *ray_adapter.loggers_keeping_the_driver_s_own_log()],
             # PBT copies other trials' checkpoints: keep enough that they still exist when it does.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if pbt else 2),
             # Retries cover lost workers and nodes; a diverged trial ends normally (see trainable.py).

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from tune_mtl.core.keys import SCORE, TRIAL_NAME
 from tune_mtl.reporting import verdict as verdict_lib
 from tune_mtl.reporting.summary import UNFINISHED
+from tune_mtl.search import ray_adapter
 from tune_mtl.search.experiment_state import SnapshotSearcher, put_back_cut_states
 from tune_mtl.search.spec import Range, SearchSpec
 from tune_mtl.storage.run_folder import RunFolder
@@ -164,7 +165,7 @@ def build_final_tuner(spec: SearchSpec, run: RunFolder, configs: list[dict[str, 
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=search["max_failures"]),
             stop={"training_iteration": spec.epochs},
-            callbacks=callbacks,
+            callbacks=[*callbacks, *ray_adapter.loggers_keeping_the_driver_s_own_log()],
             verbose=0 if verbose < 2 else min(verbose - 1, 3),
         ),
     )

@@ -10,7 +10,8 @@ thread of its own needs Tune's stop event (`trial_stop_event`). Tune's callback 
 wandb on the driver, is skipped (`without_callback_telemetry`), and so are two processes a new local Ray
 starts for nothing, its API server without a dashboard and its autoscaler monitor
 (`local_ray_without_idle_services`). A new local instance that will
-not run a trial on every CPU starts without Ray's idle prestarted workers (`without_worker_prestart`).
+not run a trial on every CPU starts without Ray's idle prestarted workers (`without_worker_prestart`). A trial
+retried after a lost node keeps the log lines the driver wrote for it (`loggers_keeping_the_driver_s_own_log`).
 """
 
 from __future__ import annotations
@@ -154,3 +155,38 @@ def without_worker_prestart() -> dict[str, Any]:
     driver (Ray's `prestart_worker_first_driver` system config, reachable only through the private
     `_system_config`; `ray.init` refuses it when joining a running cluster)."""
     return {"_system_config": {"prestart_worker_first_driver": False}}
+
+
+def loggers_keeping_the_driver_s_own_log() -> list[Any]:
+    """Tune's `result.json` and `progress.csv` loggers, except that a retried trial keeps the log this driver
+    wrote.
+
+    The driver writes a trial's log in its own staging folder and copies that folder to the run folder at each
+    experiment snapshot. When a trial is retried (its node was lost), Ray's loggers copy the run folder's file
+    back over the staging one: the copy of the last snapshot, which lacks the epochs reported since. Those lines
+    were lost for good: tests/test_faults.py's node loss logged epochs 1, 3, 4 for a trial in 3 runs of 14, and
+    the project's CI once saw a trial with an empty log. A log in the staging folder is this driver's, append-only, and
+    so at least as new as any copy; the run folder's file is restored only where the staging one is missing or
+    shorter (a resumed search, whose driver starts a new staging folder)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [_keeping_own_log(CSVLoggerCallback)(), _keeping_own_log(JsonLoggerCallback)()]
+
+
+def _keeping_own_log(logger: type[Any]) -> type[Any]:
+    from pathlib import Path
+
+    import pyarrow.fs
+
+    class KeepingOwnLog(logger):  # type: ignore[misc]
+        def _restore_from_remote(self, file_name: str, trial: Any) -> None:
+            local = Path(trial.local_path, file_name)
+            if local.exists():
+                synced = trial.storage.storage_filesystem.get_file_info(
+                    Path(trial.storage.trial_fs_path, file_name).as_posix())
+                if synced.type == pyarrow.fs.FileType.NotFound or local.stat().st_size >= synced.size:
+                    return
+            super()._restore_from_remote(file_name, trial)
+
+    KeepingOwnLog.__name__ = KeepingOwnLog.__qualname__ = f"{logger.__name__}KeepingOwnLog"
+    return KeepingOwnLog
