@@ -152,6 +152,11 @@ BREAKAGES = [
     Breakage("driver: Tune's callback telemetry (and wandb with it) imported again", "tune_mtl/search/experiment.py",
              "    ray_adapter.without_callback_telemetry()  # nor wandb", "    pass",
              ("tests/test_torch_free_driver.py::k=search_and_its_report",)),
+    Breakage("a retried trial: the run folder's older log put back over the driver's", "tune_mtl/search/ray_adapter.py",
+             "local.stat().st_size >= synced.size", "False", ("tests/test_ray_adapter.py::k=retried_trial",)),
+    Breakage("the search logs through Ray's own loggers", "tune_mtl/search/experiment.py",
+             "callbacks=[*callbacks, *ray_adapter.loggers_keeping_the_driver_s_own_log()]", "callbacks=callbacks",
+             ("tests/test_ray_adapter.py::k=those_loggers",)),
 ]
 
 
