@@ -48,7 +48,6 @@ def test_a_tuner_s_search_algorithm_and_storage_paths_are_reachable(tmp_path):
     assert ray_adapter.storage_fs_path(str(tmp_path / "run")) == str(tmp_path / "run")
 
 
-
 def test_a_stopped_trial_ends_before_fit_returns(tmp_path, ray_session):
     """Tune stops the trial at its second result; its `finally` (3 s, as closing a W&B run takes a while) must be
     over when `fit` returns, or the driver's `ray.shutdown()` right after `fit` would kill the worker in the

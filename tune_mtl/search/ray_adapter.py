@@ -9,9 +9,9 @@ stops needs its training thread waited for (`trainable_waiting_for_its_thread`),
 thread of its own needs Tune's stop event (`trial_stop_event`). Tune's callback telemetry, which imports
 wandb on the driver, is skipped (`without_callback_telemetry`), and so are two processes a new local Ray
 starts for nothing, its API server without a dashboard and its autoscaler monitor
-(`local_ray_without_idle_services`). A new local instance that will
-not run a trial on every CPU starts without Ray's idle prestarted workers (`without_worker_prestart`). A trial
-retried after a lost node keeps the log lines the driver wrote for it (`loggers_keeping_the_driver_s_own_log`).
+(`local_ray_without_idle_services`). A new local instance that will not run a trial on every CPU starts
+without Ray's idle prestarted workers (`without_worker_prestart`). A trial retried after a lost node keeps the
+log lines the driver wrote for it (`loggers_keeping_the_driver_s_own_log`).
 """
 
 from __future__ import annotations
@@ -165,9 +165,9 @@ def loggers_keeping_the_driver_s_own_log() -> list[Any]:
     experiment snapshot. When a trial is retried (its node was lost), Ray's loggers copy the run folder's file
     back over the staging one: the copy of the last snapshot, which lacks the epochs reported since. Those lines
     were lost for good: tests/test_faults.py's node loss logged epochs 1, 3, 4 for a trial in 3 runs of 14, and
-    the project's CI once saw a trial with an empty log. A log in the staging folder is this driver's, append-only, and
-    so at least as new as any copy; the run folder's file is restored only where the staging one is missing or
-    shorter (a resumed search, whose driver starts a new staging folder)."""
+    the project's CI once saw a trial with an empty log. A log in the staging folder is this driver's,
+    append-only, and so at least as new as any copy; the run folder's file is restored only where the staging
+    one is missing or shorter (a resumed search, whose driver starts a new staging folder)."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     return [_keeping_own_log(CSVLoggerCallback)(), _keeping_own_log(JsonLoggerCallback)()]
